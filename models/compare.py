@@ -1,0 +1,62 @@
+"""``kclip compare``: plain CLIP fine-tuning vs Knowledge-CLIP vs its ablations, on the same data,
+step budget and seed, evaluated on the same split, in one table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kclip.models.evaluate import evaluate
+from kclip.models.inference import load_run
+from kclip.models.train import train
+from kclip.models.train_config import TrainConfig
+from kclip.platform.neo4j_client import open_graph_store
+from kclip.platform.registry import Registry
+from kclip.platform.settings import Settings
+
+# Loss weights each variant changes; everything else comes from the shared config.
+VARIANTS: dict[str, dict[str, float]] = {
+    "clip": {"e2e": 0.0, "e2r": 0.0, "g2e": 0.0, "kd": 0.0, "itc": 1.0},  # image-text contrastive only
+    "knowledge-clip": {},
+    "no-g2e": {"g2e": 0.0},
+    "no-e2r": {"e2r": 0.0},
+    "no-kd": {"kd": 0.0},
+}
+HEADLINE = ("mrr", "hits@10", "relation_mrr", "i2t_r@1", "t2i_r@1", "swap_accuracy")
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    run: str
+    metrics: dict[str, float]
+    note: str = ""
+
+
+def variant_config(config: TrainConfig, variant: str) -> TrainConfig:
+    losses = config.losses.model_copy(update=VARIANTS[variant])
+    return config.model_copy(update={"losses": losses})
+
+
+def same_as_full(config: TrainConfig, variant: str) -> bool:
+    """An ablation that turns off a term the full model has off anyway (KD from random init)."""
+    pretrained = config.model.pretrained is not None
+    full = config.losses.resolved(pretrained).enabled()
+    return variant != "knowledge-clip" and variant_config(config, variant).losses.resolved(pretrained).enabled() == full
+
+
+def compare(settings: Settings, kg: str, config: TrainConfig, prefix: str, variants: list[str],
+            split: str = "test", device: str | None = None, max_triplets: int | None = None,
+            progress: bool = True) -> list[VariantResult]:
+    results = []
+    for variant in variants:
+        if same_as_full(config, variant):
+            results.append(VariantResult(variant, "-", {}, "same as knowledge-clip with this config"))
+            continue
+        run = train(settings, kg, variant_config(config, variant), run_name=f"{prefix}-{variant}",
+                    device=device, progress=progress)
+        loaded = load_run(settings, run, device or "cpu")
+        with open_graph_store(settings) as store:
+            metrics = evaluate(loaded, store, kg, split, max_triplets=max_triplets, progress=progress)
+        Registry(settings.registry).add_evaluation(run, kg, split, loaded.step, metrics)
+        results.append(VariantResult(variant, run, metrics))
+    return results

@@ -1,0 +1,84 @@
+"""Entity content to tensors: text through the CLIP tokenizer, images through the model's preprocessing.
+
+Each DataLoader worker keeps its own caches: token rows for every text entity it has seen
+(small: 77 ints each) and preprocessed images in an LRU bounded by bytes (large: 3xHxW floats).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from kclip.platform.errors import InputError
+from kclip.platform.graph_store import EntityRow
+from kclip.platform.media import MediaStore
+
+Tokenizer = Callable[[list[str]], torch.Tensor]  # texts -> (N, L) long
+Preprocess = Callable[[Image.Image], torch.Tensor]  # PIL image -> (3, H, W) float
+
+
+class Featurizer:
+    def __init__(self, tokenizer: Tokenizer, preprocess: Preprocess, media_root: Path,
+                 image_cache_bytes: int = 512 << 20):
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.media = MediaStore(media_root)
+        self.image_cache_bytes = image_cache_bytes
+        self._tokens: dict[str, torch.Tensor] = {}
+        self._images: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._image_bytes = 0
+
+    def tokens(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, L) long token ids, tokenizing only texts not seen before."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
+        if missing:
+            for text, row in zip(missing, self.tokenizer(missing)):
+                self._tokens[text] = row
+        if not texts:
+            return torch.zeros(0, self.context_length(), dtype=torch.long)
+        return torch.stack([self._tokens[t] for t in texts])
+
+    def context_length(self) -> int:
+        return int(self.tokenizer([""]).shape[1])
+
+    def images(self, keys: Sequence[str]) -> torch.Tensor:
+        """(N, 3, H, W) preprocessed images from the media store."""
+        if not keys:
+            return torch.zeros(0, 3, 1, 1)
+        return torch.stack([self._image(k) for k in keys])
+
+    def _image(self, key: str) -> torch.Tensor:
+        cached = self._images.get(key)
+        if cached is not None:
+            self._images.move_to_end(key)
+            return cached
+        path = self.media.path(key)
+        try:
+            with Image.open(path) as img:
+                tensor = self.preprocess(img.convert("RGB"))
+        except OSError as exc:
+            raise InputError(path, None, f"media store image unreadable ({exc}); reload the KG") from None
+        self._remember(key, tensor)
+        return tensor
+
+    def _remember(self, key: str, tensor: torch.Tensor) -> None:
+        size = tensor.element_size() * tensor.numel()
+        if size > self.image_cache_bytes:
+            return
+        self._images[key] = tensor
+        self._image_bytes += size
+        while self._image_bytes > self.image_cache_bytes:
+            _, old = self._images.popitem(last=False)
+            self._image_bytes -= old.element_size() * old.numel()
+
+    def entity_tensors(self, rows: Sequence[EntityRow]) -> tuple[torch.Tensor, list[int], torch.Tensor, list[int]]:
+        """(text tokens, their row positions, images, their row positions) for a list of entities."""
+        text_pos = [i for i, r in enumerate(rows) if r.modality == "text"]
+        image_pos = [i for i, r in enumerate(rows) if r.modality == "image"]
+        tokens = self.tokens([rows[i].text or "" for i in text_pos])
+        images = self.images([rows[i].image for i in image_pos])
+        return tokens, text_pos, images, image_pos

@@ -1,0 +1,202 @@
+"""The Neo4j sampler: triplets (and their neighbourhoods) streamed live from Neo4j to the trainer.
+
+    plan    = EpochPlan.make(num_triplets, batch_size, seed, epoch, world_size, rank)
+    stream  = TripletStream(settings, spec, featurizer, world_size, rank)
+    loader  = stream.loader(epoch, num_workers=4)          # a plain torch DataLoader
+    for batch in loader: ...                               # TripletBatch, see models/batch.py
+
+At the start of every epoch the main process reads the split's triplets from Neo4j as integer
+arrays (so triplets added between epochs appear in the next), and orders them with a seeded
+permutation that depends only on (seed, epoch): every rank computes the same order and takes its
+own shard, every DataLoader worker takes every num_workers-th batch of that shard, so each
+triplet is seen exactly once per epoch overall. Workers fetch entity content and neighbourhoods
+per batch through their own Neo4j driver (drivers are not fork-safe), retrying across a Neo4j
+restart; the plan is already fixed, so a restart skips and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from kclip.models.batch import SubgraphBatch, TripletBatch
+from kclip.models.batching import candidate_relations, triplet_batch
+from kclip.models.dgl_compat import import_dgl
+from kclip.models.features import Featurizer
+from kclip.platform.graph_store import EntityRow, GraphStore, RelationRow, TripletArrays
+from kclip.platform.neo4j_client import connect, with_reconnect
+from kclip.platform.settings import Settings
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    kg: str
+    split: str = "train"
+    batch_size: int = 64
+    seed: int = 0
+    hops: int = 1  # 0: no subgraphs (no G2E)
+    fanout: int = 8
+    graph_splits: tuple[str, ...] = ("train",)  # neighbourhoods never see dev/test triplets
+    max_relation_candidates: int = 1024
+    reconnect_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """This rank's batches for one epoch, each an array of positions into the triplet arrays."""
+
+    epoch: int
+    batches: list[np.ndarray]
+
+    @classmethod
+    def make(cls, num_triplets: int, batch_size: int, seed: int, epoch: int,
+             world_size: int = 1, rank: int = 0) -> "EpochPlan":
+        order = np.random.default_rng([seed, epoch]).permutation(num_triplets)
+        shards = np.array_split(order, world_size)  # sizes differ by at most one
+        # Every rank runs the same number of steps (DDP needs it): the largest shard's count.
+        per_rank = -(-len(shards[0]) // batch_size) if num_triplets else 0
+        shard = shards[rank]
+        batches = [b for b in np.array_split(shard, per_rank) if len(b)] if per_rank else []
+        return cls(epoch, batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class TripletStream(IterableDataset):
+    """Batches of one KG split for one rank; iterate through ``loader(epoch)``."""
+
+    def __init__(self, settings: Settings, spec: SamplerSpec, featurizer: Featurizer,
+                 world_size: int = 1, rank: int = 0):
+        self.settings, self.spec, self.featurizer = settings, spec, featurizer
+        self.world_size, self.rank = world_size, rank
+        self.triplets: TripletArrays | None = None
+        self.plan: EpochPlan | None = None
+        self.start_batch = 0
+        self._store: GraphStore | None = None
+        self._store_pid = -1
+        self.relations: list[RelationRow] = self._read(lambda s: s.relations(spec.kg), "reading relations")
+
+    # -- main process ------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> EpochPlan:
+        """Read the split's triplets afresh and fix this epoch's order; skip ``start_batch`` batches."""
+        spec = self.spec
+        self.triplets = self._read(lambda s: s.triplet_arrays(spec.kg, spec.split), "reading triplets")
+        self.plan = EpochPlan.make(len(self.triplets), spec.batch_size, spec.seed, epoch, self.world_size, self.rank)
+        self.start_batch = start_batch
+        return self.plan
+
+    def loader(self, epoch: int, start_batch: int = 0, num_workers: int = 2, pin_memory: bool = False,
+               prefetch_factor: int = 4) -> DataLoader:
+        self.set_epoch(epoch, start_batch)
+        return DataLoader(self, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                          prefetch_factor=prefetch_factor if num_workers else None,
+                          multiprocessing_context="fork" if num_workers else None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.plan) - self.start_batch) if self.plan else 0
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[TripletBatch]:
+        assert self.plan is not None and self.triplets is not None, "call set_epoch() first"
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        try:
+            for i in range(self.start_batch, len(self.plan)):
+                if (i - self.start_batch) % workers == worker:
+                    yield self.make_batch(i, self.plan.batches[i])
+        finally:
+            if info is not None:  # a worker process: its driver dies with it
+                self.close()
+
+    def close(self) -> None:
+        if self._store is not None and self._store_pid == os.getpid():
+            self._store.driver.close()
+        self._store = None
+
+    def make_batch(self, index: int, positions: np.ndarray) -> TripletBatch:
+        t = self.triplets
+        heads, rels, tails = t.heads[positions], t.rels[positions], t.tails[positions]
+        entities = np.unique(np.concatenate([heads, tails]))  # sorted, as triplet_batch orders them
+        nodes, edges = self._neighbourhood(entities, index) if self.spec.hops else (entities, None)
+        rows = self._entity_rows(nodes)
+        by_idx = {r.idx: r for r in rows}
+        candidates, rel_pos = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
+        batch = triplet_batch(self.featurizer, [by_idx[int(h)] for h in heads], rel_pos,
+                              [by_idx[int(x)] for x in tails], candidates)
+        if edges is not None:
+            batch.subgraph = self._subgraph(nodes, len(entities), edges, rows)
+        return batch
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _worker_store(self) -> GraphStore:
+        if self._store is None or self._store_pid != os.getpid():
+            self._store = GraphStore(connect(self.settings), self.settings.neo4j_database)
+            self._store_pid = os.getpid()
+        return self._store
+
+    def _read(self, fn, what: str):
+        return with_reconnect(lambda: fn(self._worker_store()), self.spec.reconnect_timeout, what)
+
+    def _entity_rows(self, idxs: np.ndarray) -> list[EntityRow]:
+        found = {r.idx: r for r in self._read(lambda s: s.entity_content(self.spec.kg, idxs), "reading entities")}
+        missing = [int(i) for i in idxs if int(i) not in found]
+        if missing:
+            raise RuntimeError(f"entities {missing[:5]} of KG {self.spec.kg!r} vanished from Neo4j mid-epoch")
+        return [found[int(i)] for i in idxs]
+
+    def _neighbourhood(self, entities: np.ndarray, index: int) -> tuple[np.ndarray, tuple[list, list, list]]:
+        """k-hop sampled neighbourhood: subgraph nodes (batch entities first) and edges by node position."""
+        spec, epoch = self.spec, self.plan.epoch
+        position = {int(e): i for i, e in enumerate(entities)}
+        nodes = [int(e) for e in entities]
+        src, dst, rel, seen = [], [], [], set()
+        frontier = nodes
+        for hop in range(spec.hops):
+            # The salt depends only on (seed, epoch, batch, hop): resumed runs sample the same subgraphs.
+            salt = int(np.random.default_rng([spec.seed, epoch, index, hop]).integers(2**31 - 1))
+            found = self._read(lambda s: s.neighbours(spec.kg, frontier, spec.fanout, salt, spec.graph_splits),
+                               "sampling neighbours")
+            discovered = []
+            for node, r, other, outgoing in zip(found.nodes, found.rels, found.others, found.outgoing):
+                other = int(other)
+                if other not in position:
+                    position[other] = len(nodes)
+                    nodes.append(other)
+                    discovered.append(other)
+                a, b = position[int(node)], position[other]
+                edge = (a, b, int(r)) if outgoing else (b, a, int(r))
+                if edge not in seen:
+                    seen.add(edge)
+                    src.append(edge[0]), dst.append(edge[1]), rel.append(edge[2])
+            frontier = discovered
+            if not frontier:
+                break
+        return np.asarray(nodes, dtype=np.int64), (src, dst, rel)
+
+    def _subgraph(self, nodes: np.ndarray, in_batch: int, edges, rows: list[EntityRow]) -> SubgraphBatch:
+        dgl = import_dgl()
+        src, dst, rel = edges
+        graph = dgl.graph((torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)),
+                          num_nodes=len(nodes))
+        graph.ndata["entity_idx"] = torch.as_tensor(nodes)
+        batch_row = torch.full((len(nodes),), -1, dtype=torch.long)
+        batch_row[:in_batch] = torch.arange(in_batch)
+        graph.ndata["batch_row"] = batch_row
+        graph.edata["rel"] = torch.as_tensor(rel, dtype=torch.long)
+        tokens, text_rows, images, image_rows = self.featurizer.entity_tensors(rows[in_batch:])
+        return SubgraphBatch(
+            graph=graph,
+            neighbour_text_tokens=tokens,
+            neighbour_text_rows=torch.as_tensor(text_rows, dtype=torch.long) + in_batch,
+            neighbour_images=images,
+            neighbour_image_rows=torch.as_tensor(image_rows, dtype=torch.long) + in_batch,
+        )

@@ -1,0 +1,247 @@
+"""Every Cypher statement kclip runs, in one place.
+
+Values always travel as ``$parameters``. Relation names, KG names and entity ids are property
+values, never labels or types, so user data never reaches query text; the only names that do
+(index names) pass through ``quote_name``.
+
+Graph model (one Neo4j database holds many KGs side by side, separated by the ``kg`` property):
+
+    (:KG {name, created_at, next_entity_idx, next_relation_idx})
+    (:Entity {kg, id, idx, modality, text, image, image_width, image_height, attributes})
+    (:Relation {kg, name, idx, text})
+    (:Entity)-[:TRIPLET {rel, split}]->(:Entity)      rel = the Relation's idx
+
+``idx`` is a per-KG integer assigned once at creation (unique, increasing, possibly with gaps):
+the sampler and trainer address entities and relations by it, so streaming a million triplets
+moves integers, not strings. Triplets carry no ``kg``: both ends do. Every per-KG read starts from
+the ``(kg, idx)`` index (``WHERE e.idx IS NOT NULL`` lets the planner seek on its prefix), which is
+why there is no separate index on ``kg`` alone, nor one on triplets: each costs every write.
+"""
+
+from __future__ import annotations
+
+import re
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_name(name: str) -> str:
+    """A name (label, relationship type, index) made safe for query text: backtick-quoted, escaped."""
+    if not name or "\x00" in name:
+        raise ValueError(f"not a valid Neo4j name: {name!r}")
+    if _PLAIN_NAME.match(name):
+        return name
+    return "`" + name.replace("`", "``") + "`"
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+SCHEMA = [
+    "CREATE CONSTRAINT kg_name IF NOT EXISTS FOR (k:KG) REQUIRE k.name IS UNIQUE",
+    "CREATE CONSTRAINT entity_key IF NOT EXISTS FOR (e:Entity) REQUIRE (e.kg, e.id) IS UNIQUE",
+    "CREATE CONSTRAINT relation_key IF NOT EXISTS FOR (r:Relation) REQUIRE (r.kg, r.name) IS UNIQUE",
+    "CREATE INDEX entity_idx IF NOT EXISTS FOR (e:Entity) ON (e.kg, e.idx)",
+    "CREATE INDEX relation_idx IF NOT EXISTS FOR (r:Relation) ON (r.kg, r.idx)",
+    "CREATE FULLTEXT INDEX entity_text IF NOT EXISTS FOR (e:Entity) ON EACH [e.text]",
+]
+AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"
+
+# --- KGs --------------------------------------------------------------------------------------
+
+ENSURE_KG = """
+MERGE (k:KG {name: $kg})
+ON CREATE SET k.created_at = datetime(), k.next_entity_idx = 0, k.next_relation_idx = 0
+"""
+LIST_KGS = "MATCH (k:KG) RETURN k.name AS name, toString(k.created_at) AS created_at ORDER BY name"
+KG_HAS_ENTITIES = "MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL RETURN e.id LIMIT 1"
+KG_HAS_TRIPLETS = "MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL MATCH (e)-[:TRIPLET]->() RETURN 1 LIMIT 1"
+DELETE_KG_TRIPLETS = """
+MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL
+CALL (e) { MATCH (e)-[t:TRIPLET]-() DELETE t } IN TRANSACTIONS OF 1000 ROWS
+"""
+DELETE_KG_NODES = """
+MATCH (n:Entity {kg: $kg}) WHERE n.idx IS NOT NULL
+CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS
+"""
+DELETE_KG_RELATIONS = "MATCH (r:Relation {kg: $kg}) DELETE r"
+DELETE_KG = "MATCH (k:KG {name: $kg}) DELETE k"
+
+# --- writes: every write is one UNWIND batch ----------------------------------------------------
+
+# A block of idx values for the next batch of entities, reserved in its own short transaction:
+# the SET takes the KG node's lock, so concurrent loads never hand out the same idx, and holding
+# it only this long lets the entity batches themselves run in parallel.
+RESERVE_ENTITY_IDX = """
+MATCH (k:KG {name: $kg})
+SET k.next_entity_idx = k.next_entity_idx + $n
+RETURN k.next_entity_idx - $n AS base
+"""
+# Both return each row's node element id, which the triplet writes use to find their ends by id
+# (a direct record lookup) instead of an index seek per end.
+CREATE_ENTITIES = """
+UNWIND $rows AS row
+CREATE (e:Entity {kg: $kg, id: row.id, idx: $base + row.ord})
+SET e += row.props
+RETURN row.ord AS ord, elementId(e) AS node
+"""
+MERGE_ENTITIES = """
+UNWIND $rows AS row
+MERGE (e:Entity {kg: $kg, id: row.id})
+ON CREATE SET e.idx = $base + row.ord
+SET e += row.props
+RETURN row.ord AS ord, elementId(e) AS node
+"""
+MERGE_RELATIONS = """
+MATCH (k:KG {name: $kg})
+SET k.next_relation_idx = k.next_relation_idx + size($rows)
+WITH k.next_relation_idx - size($rows) AS base
+UNWIND $rows AS row
+MERGE (r:Relation {kg: $kg, name: row.name})
+ON CREATE SET r.idx = base + row.ord
+SET r.text = row.text
+RETURN r.name AS name, r.idx AS idx
+"""
+# Rows are [head node, relation idx, tail node] of one split; node = the element id from the
+# entity writes (element ids are only promised within a transaction; within one load, where no
+# node is deleted, they hold). CREATE is for KGs that had no triplets when the load began (the
+# loader dropped duplicates itself); MERGE makes every other load idempotent.
+_MATCH_ENDS = """
+UNWIND $rows AS row
+MATCH (h) WHERE elementId(h) = row[0]
+MATCH (t) WHERE elementId(t) = row[2]
+"""
+CREATE_TRIPLETS = _MATCH_ENDS + "CREATE (h)-[:TRIPLET {rel: row[1], split: $split}]->(t)"
+MERGE_TRIPLETS = _MATCH_ENDS + "MERGE (h)-[:TRIPLET {rel: row[1], split: $split}]->(t)"
+
+EXISTING_ENTITY_IDS = "UNWIND $ids AS id MATCH (e:Entity {kg: $kg, id: id}) RETURN e.id AS id, elementId(e) AS node"
+
+# --- reads ------------------------------------------------------------------------------------
+
+ENTITY_COUNTS = "MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL RETURN e.modality AS modality, count(*) AS n"
+RELATION_COUNT = "MATCH (r:Relation {kg: $kg}) WHERE r.idx IS NOT NULL RETURN count(r) AS n"
+TRIPLET_COUNTS = """
+MATCH (e:Entity {kg: $kg}) USING INDEX e:Entity(kg, idx) WHERE e.idx IS NOT NULL
+MATCH (e)-[t:TRIPLET]->()
+RETURN t.split AS split, count(t) AS n
+"""
+RELATIONS = """
+MATCH (r:Relation {kg: $kg}) WHERE r.idx IS NOT NULL RETURN r.idx AS idx, r.name AS name, r.text AS text ORDER BY idx
+"""
+
+# --- sampler reads: integers in, integers out ------------------------------------------------
+
+ENTITY_IDX_RANGE = """
+MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL RETURN min(e.idx) AS lo, max(e.idx) AS hi, count(e) AS n
+"""
+# Triplets of one split, a slice of head idx at a time, as three parallel lists: returning a
+# few large lists instead of a million small records is what makes streaming an epoch fast.
+TRIPLET_SLICE = """
+MATCH (h:Entity {kg: $kg}) WHERE $lo <= h.idx < $hi
+MATCH (h)-[t:TRIPLET {split: $split}]->(tl:Entity)
+RETURN collect(h.idx) AS heads, collect(t.rel) AS rels, collect(tl.idx) AS tails
+"""
+ENTITY_CONTENT = """
+UNWIND $idxs AS i
+MATCH (e:Entity {kg: $kg, idx: i})
+RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image
+"""
+# One hop of neighbourhood sampling: for each frontier node, up to $fanout incident train
+# triplets in a pseudo-random order seeded by $salt (Cypher's rand() cannot be seeded, and
+# resumed runs must sample the same subgraphs). Arithmetic stays below 2^63.
+NEIGHBOURS = """
+UNWIND $frontier AS i
+MATCH (n:Entity {kg: $kg, idx: i})
+CALL (n) {
+  MATCH (n)-[t:TRIPLET]-(m:Entity)
+  WHERE t.split IN $splits
+  WITH t, m, startNode(t) = n AS outgoing
+  ORDER BY ((m.idx * 1000003 + t.rel * 7919 + $salt) % 2147483647) * 48271 % 2147483647
+  LIMIT $fanout
+  RETURN t.rel AS rel, m.idx AS other, outgoing
+}
+RETURN collect(n.idx) AS nodes, collect(rel) AS rels, collect(other) AS others, collect(outgoing) AS outgoing
+"""
+ENTITIES_PAGE = """
+MATCH (e:Entity {kg: $kg}) WHERE $lo <= e.idx < $hi
+RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image
+ORDER BY idx
+"""
+
+# --- exploration (the UI) -------------------------------------------------------------------
+
+SEARCH_ENTITIES = """
+CALL db.index.fulltext.queryNodes('entity_text', $query, {limit: $scan}) YIELD node, score
+WHERE node.kg = $kg
+RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image, score
+LIMIT $limit
+"""
+ENTITY_BY_ID = """
+MATCH (e:Entity {kg: $kg, id: $id})
+RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image,
+       e.attributes AS attributes, e.image_width AS image_width, e.image_height AS image_height
+"""
+ENTITY_TRIPLETS = """
+MATCH (e:Entity {kg: $kg, id: $id})-[t:TRIPLET]-(o:Entity)
+WITH e, t, o LIMIT $limit
+MATCH (r:Relation {kg: $kg, idx: t.rel})
+RETURN startNode(t) = e AS outgoing, r.name AS relation, t.split AS split,
+       o.idx AS idx, o.id AS id, o.modality AS modality, o.text AS text, o.image AS image
+"""
+SAMPLE_ENTITIES = """
+MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL AND e.modality IN $modalities
+RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image
+ORDER BY e.idx LIMIT $limit
+"""
+
+# --- embeddings: one vector index per KG over the entities `kclip embed` has embedded -----------
+# The per-KG label and index name are derived from the KG name and pass through quote_name.
+
+SET_EMBEDDINGS = "UNWIND $rows AS row MATCH (e:Entity {kg: $kg, idx: row[0]}) SET e.embedding = row[1], e:{label}"
+DROP_INDEX = "DROP INDEX {name} IF EXISTS"
+CREATE_VECTOR_INDEX = """
+CREATE VECTOR INDEX {name} IF NOT EXISTS FOR (e:{label}) ON e.embedding
+OPTIONS {{indexConfig: {{`vector.dimensions`: $dimensions, `vector.similarity_function`: 'cosine'}}}}
+"""
+VECTOR_INDEX_INFO = "SHOW VECTOR INDEXES YIELD name, options WHERE name = $name RETURN options"
+SIMILAR_ENTITIES = """
+MATCH (q:Entity {kg: $kg, id: $id}) WHERE q.embedding IS NOT NULL
+CALL db.index.vector.queryNodes($index, $k + 1, q.embedding) YIELD node, score
+WHERE node <> q
+RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image, score
+LIMIT $k
+"""
+SIMILAR_TO_VECTOR = """
+CALL db.index.vector.queryNodes($index, $k, $vector) YIELD node, score
+RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image, score
+"""
+
+
+def embedding_label(kg: str) -> str:
+    """The label marking a KG's embedded entities, quoted for query text."""
+    return quote_name(f"Embedded_{kg}")
+
+
+def embedding_index(kg: str) -> str:
+    """The (unquoted) name of a KG's vector index; pass it as a parameter where Cypher allows."""
+    return f"entity_embedding_{kg}"
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+# Scene-graph relation-swap test: relationships between two objects of the same image, with the
+# objects' texts, the predicate's text and the image, for captions "a S p a O" vs "a O p a S".
+SWAP_CANDIDATES = """
+MATCH (ii:Relation {kg: $kg, name: $in_image})
+MATCH (s:Entity {kg: $kg}) USING INDEX s:Entity(kg, idx) WHERE s.idx IS NOT NULL
+MATCH (s)-[t:TRIPLET {split: $split}]->(o:Entity)
+WHERE t.rel <> ii.idx AND s.modality = 'image' AND o.modality = 'image' AND s.text IS NOT NULL AND o.text IS NOT NULL
+MATCH (s)-[:TRIPLET {rel: ii.idx}]->(img:Entity)<-[:TRIPLET {rel: ii.idx}]-(o)
+MATCH (r:Relation {kg: $kg, idx: t.rel})
+RETURN s.text AS subject, r.text AS predicate, o.text AS object, img.idx AS image
+ORDER BY s.idx, t.rel, o.idx
+LIMIT $limit
+"""
+KNOWN_TAILS = "MATCH (h:Entity {kg: $kg, id: $id})-[t:TRIPLET {rel: $rel}]->(o) RETURN o.idx AS idx"
+KNOWN_HEADS = "MATCH (o)-[t:TRIPLET {rel: $rel}]->(x:Entity {kg: $kg, id: $id}) RETURN o.idx AS idx"
+KNOWN_RELATIONS = """
+MATCH (h:Entity {kg: $kg, id: $head})-[t:TRIPLET]->(x:Entity {kg: $kg, id: $tail}) RETURN t.rel AS rel
+"""

@@ -1,0 +1,343 @@
+"""The graph store: kclip's typed API over Neo4j. Cypher text lives in ``cypher.py``.
+
+The driver is passed in; every call names its database. Writes are ``UNWIND`` batches in one
+transaction each, so a batch lands whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence, TypeVar
+
+import neo4j
+import numpy as np
+from neo4j.exceptions import Neo4jError
+
+from kclip.platform import cypher
+from kclip.platform.errors import GraphStoreError, NotFoundError
+from kclip.platform.records import SPLITS, Entity, Relation
+
+T = TypeVar("T")
+
+
+@dataclass
+class WriteCounts:
+    added: int = 0
+    present: int = 0
+
+    def __iadd__(self, other: "WriteCounts") -> "WriteCounts":
+        self.added += other.added
+        self.present += other.present
+        return self
+
+
+@dataclass
+class KGStats:
+    kg: str
+    entities: dict[str, int] = field(default_factory=dict)  # by modality
+    relations: int = 0
+    triplets: dict[str, int] = field(default_factory=dict)  # by split
+
+    @property
+    def total_entities(self) -> int:
+        return sum(self.entities.values())
+
+    @property
+    def total_triplets(self) -> int:
+        return sum(self.triplets.values())
+
+
+@dataclass(frozen=True)
+class RelationRow:
+    idx: int
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class EntityRow:
+    idx: int
+    id: str
+    modality: str
+    text: str | None
+    image: str | None  # media store key
+
+
+@dataclass(frozen=True)
+class EntityDetail:
+    entity: EntityRow
+    attributes: dict
+    image_size: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A triplet seen from one entity: ``outgoing`` when the entity is its head."""
+
+    outgoing: bool
+    relation: str
+    split: str
+    other: EntityRow
+
+
+@dataclass(frozen=True)
+class TripletArrays:
+    """All triplets of one split as parallel int64 arrays, sorted by (head, rel, tail)."""
+
+    heads: np.ndarray
+    rels: np.ndarray
+    tails: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.heads.shape[0])
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """Sampled edges around a frontier: edge i joins ``nodes[i]`` and ``others[i]`` by ``rels[i]``."""
+
+    nodes: np.ndarray
+    rels: np.ndarray
+    others: np.ndarray
+    outgoing: np.ndarray  # bool: the edge points from nodes[i] to others[i]
+
+
+def entity_properties(entity: Entity) -> dict:
+    """The node properties of an entity, but its image's (set once the media store holds it)."""
+    props: dict = {"modality": entity.modality}
+    if entity.text is not None:
+        props["text"] = entity.text
+    if entity.attributes:
+        # Neo4j properties cannot nest; attributes round-trip as one JSON string.
+        props["attributes"] = json.dumps(entity.attributes, ensure_ascii=False, sort_keys=True)
+    return props
+
+
+class GraphStore:
+    def __init__(self, driver: neo4j.Driver, database: str = "neo4j"):
+        self.driver = driver
+        self.database = database
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def run(self, cypher_text: str, /, **params) -> list[neo4j.Record]:
+        """Run a read or schema query in an auto-commit transaction and return all records."""
+        try:
+            records, _, _ = self.driver.execute_query(cypher_text, params, database_=self.database)
+        except Neo4jError as exc:
+            raise GraphStoreError(f"Neo4j query failed: {exc.message or exc}") from exc
+        return records
+
+    def _write(self, cypher_text: str, /, **params) -> neo4j.ResultSummary:
+        return self._write_tx(lambda tx: tx.run(cypher_text, params).consume())
+
+    def _write_tx(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
+        """Run ``work`` in a write transaction, retried by the driver on transient errors (deadlocks)."""
+        try:
+            with self.driver.session(database=self.database) as session:
+                return session.execute_write(work)
+        except Neo4jError as exc:
+            raise GraphStoreError(f"Neo4j write failed: {exc.message or exc}") from exc
+
+    # -- schema and KGs ----------------------------------------------------------------------
+
+    def ensure_schema(self, wait_seconds: int = 300) -> None:
+        for statement in cypher.SCHEMA:
+            self.run(statement)
+        self.run(cypher.AWAIT_INDEXES, seconds=wait_seconds)
+
+    def ensure_kg(self, kg: str) -> None:
+        self._write(cypher.ENSURE_KG, kg=kg)
+
+    def list_kgs(self) -> list[str]:
+        return [r["name"] for r in self.run(cypher.LIST_KGS)]
+
+    def require_kg(self, kg: str) -> None:
+        if kg not in self.list_kgs():
+            known = ", ".join(self.list_kgs()) or "none yet"
+            raise NotFoundError(f"no KG named {kg!r} in Neo4j (known: {known}); load one with `kclip load`.")
+
+    def has_entities(self, kg: str) -> bool:
+        return bool(self.run(cypher.KG_HAS_ENTITIES, kg=kg))
+
+    def has_triplets(self, kg: str) -> bool:
+        return bool(self.run(cypher.KG_HAS_TRIPLETS, kg=kg))
+
+    def drop_kg(self, kg: str) -> None:
+        """Delete a KG and everything in it, in bounded transactions."""
+        for query in (cypher.DELETE_KG_TRIPLETS, cypher.DELETE_KG_NODES, cypher.DELETE_KG_RELATIONS, cypher.DELETE_KG):
+            with self.driver.session(database=self.database) as session:
+                session.run(query, kg=kg).consume()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def write_entities(self, kg: str, rows: Sequence[dict], fresh: bool = False) -> tuple[WriteCounts, dict[str, str]]:
+        """Rows are ``{"id": str, "props": dict}``; ``fresh`` promises none exists yet (faster CREATE).
+
+        Returns the counts and each entity's node element id, by entity id, for ``write_triplets``.
+        """
+        if not rows:
+            return WriteCounts(), {}
+        base = self.run(cypher.RESERVE_ENTITY_IDX, kg=kg, n=len(rows))[0]["base"]
+        params = {"kg": kg, "base": base, "rows": [{"id": r["id"], "ord": i, "props": r["props"]} for i, r in enumerate(rows)]}
+
+        def work(tx: neo4j.ManagedTransaction):
+            result = tx.run(cypher.CREATE_ENTITIES if fresh else cypher.MERGE_ENTITIES, params)
+            nodes = {rows[r["ord"]]["id"]: r["node"] for r in result}
+            return nodes, result.consume().counters.nodes_created
+
+        nodes, created = self._write_tx(work)
+        return WriteCounts(added=created, present=len(rows) - created), nodes
+
+    def write_relations(self, kg: str, relations: Iterable[Relation]) -> tuple[dict[str, int], WriteCounts]:
+        """Create or update relations; returns every given relation's idx by name, and counts."""
+        rows = [{"name": r.name, "text": r.text, "ord": i} for i, r in enumerate(relations)]
+        if not rows:
+            return {}, WriteCounts()
+
+        def work(tx: neo4j.ManagedTransaction):
+            result = tx.run(cypher.MERGE_RELATIONS, kg=kg, rows=rows)
+            idx = {r["name"]: r["idx"] for r in result}
+            return idx, result.consume().counters.nodes_created
+
+        idx, created = self._write_tx(work)
+        return idx, WriteCounts(added=created, present=len(rows) - created)
+
+    def write_triplets(self, kg: str, rows: Sequence[list], split: str, fresh: bool = False) -> WriteCounts:
+        """Rows are ``[head node, relation idx, tail node]`` of one split, nodes as ``write_entities`` returns them."""
+        if not rows:
+            return WriteCounts()
+        query = cypher.CREATE_TRIPLETS if fresh else cypher.MERGE_TRIPLETS
+        created = self._write(query, kg=kg, rows=list(rows), split=split).counters.relationships_created
+        return WriteCounts(added=created, present=len(rows) - created)
+
+    def existing_entities(self, kg: str, ids: Sequence[str]) -> dict[str, str]:
+        """The node element id of each of ``ids`` that exists in the KG."""
+        return {r["id"]: r["node"] for r in self.run(cypher.EXISTING_ENTITY_IDS, kg=kg, ids=list(ids))}
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def stats(self, kg: str) -> KGStats:
+        stats = KGStats(kg=kg)
+        stats.entities = {r["modality"]: r["n"] for r in self.run(cypher.ENTITY_COUNTS, kg=kg)}
+        stats.relations = self.run(cypher.RELATION_COUNT, kg=kg)[0]["n"]
+        counts = {r["split"]: r["n"] for r in self.run(cypher.TRIPLET_COUNTS, kg=kg)}
+        stats.triplets = {s: counts.get(s, 0) for s in SPLITS}
+        return stats
+
+    def relations(self, kg: str) -> list[RelationRow]:
+        return [RelationRow(r["idx"], r["name"], r["text"]) for r in self.run(cypher.RELATIONS, kg=kg)]
+
+    # -- sampler reads -----------------------------------------------------------------------
+
+    def triplet_arrays(self, kg: str, split: str, slice_size: int = 50_000) -> TripletArrays:
+        """Every triplet of ``split``, read in slices of head idx, sorted for a deterministic order."""
+        bounds = self.run(cypher.ENTITY_IDX_RANGE, kg=kg)[0]
+        parts: list[tuple[list, list, list]] = []
+        if bounds["n"]:
+            for lo in range(bounds["lo"], bounds["hi"] + 1, slice_size):
+                r = self.run(cypher.TRIPLET_SLICE, kg=kg, split=split, lo=lo, hi=lo + slice_size)[0]
+                parts.append((r["heads"], r["rels"], r["tails"]))
+        arrays = [np.concatenate([np.asarray(p[k], dtype=np.int64) for p in parts] or [np.zeros(0, np.int64)])
+                  for k in range(3)]
+        order = np.lexsort((arrays[2], arrays[1], arrays[0]))
+        return TripletArrays(*(a[order] for a in arrays))
+
+    def entity_content(self, kg: str, idxs: Sequence[int]) -> list[EntityRow]:
+        return [_entity_row(r) for r in self.run(cypher.ENTITY_CONTENT, kg=kg, idxs=[int(i) for i in idxs])]
+
+    def entities_page(self, kg: str, lo: int, hi: int) -> list[EntityRow]:
+        """Entities with ``lo <= idx < hi``, in idx order (for embedding a whole KG)."""
+        return [_entity_row(r) for r in self.run(cypher.ENTITIES_PAGE, kg=kg, lo=lo, hi=hi)]
+
+    def entity_idx_range(self, kg: str) -> tuple[int, int, int]:
+        """(lowest idx, highest idx, count) of the KG's entities; (0, -1, 0) when empty."""
+        r = self.run(cypher.ENTITY_IDX_RANGE, kg=kg)[0]
+        return (r["lo"], r["hi"], r["n"]) if r["n"] else (0, -1, 0)
+
+    def neighbours(self, kg: str, frontier: Sequence[int], fanout: int, salt: int,
+                   splits: Sequence[str] = ("train",)) -> Neighbourhood:
+        """Up to ``fanout`` incident triplets per frontier node, sampled deterministically from ``salt``."""
+        r = self.run(cypher.NEIGHBOURS, kg=kg, frontier=[int(i) for i in frontier], fanout=fanout,
+                     salt=int(salt) % 2147483647, splits=list(splits))[0]
+        return Neighbourhood(np.asarray(r["nodes"], dtype=np.int64), np.asarray(r["rels"], dtype=np.int64),
+                             np.asarray(r["others"], dtype=np.int64), np.asarray(r["outgoing"], dtype=bool))
+
+    # -- exploration -------------------------------------------------------------------------
+
+    def search_entities(self, kg: str, text: str, limit: int = 20) -> list[tuple[EntityRow, float]]:
+        """Entities whose text matches ``text`` (full-text, best first); Lucene syntax is escaped."""
+        query = _lucene_escape(text.strip())
+        if not query:
+            return []
+        rows = self.run(cypher.SEARCH_ENTITIES, kg=kg, query=query, limit=limit, scan=limit * 20)
+        return [(_entity_row(r), r["score"]) for r in rows]
+
+    def entity(self, kg: str, entity_id: str) -> EntityDetail:
+        rows = self.run(cypher.ENTITY_BY_ID, kg=kg, id=entity_id)
+        if not rows:
+            raise NotFoundError(f"no entity {entity_id!r} in KG {kg!r}")
+        r = rows[0]
+        size = (r["image_width"], r["image_height"]) if r["image_width"] is not None else None
+        return EntityDetail(_entity_row(r), json.loads(r["attributes"]) if r["attributes"] else {}, size)
+
+    def entity_triplets(self, kg: str, entity_id: str, limit: int = 100) -> list[Edge]:
+        """Triplets touching an entity, with the relation's name and the entity at the other end."""
+        rows = self.run(cypher.ENTITY_TRIPLETS, kg=kg, id=entity_id, limit=limit)
+        return [Edge(r["outgoing"], r["relation"], r["split"], _entity_row(r)) for r in rows]
+
+    def sample_entities(self, kg: str, modalities: Sequence[str] = ("text", "image"), limit: int = 50) -> list[EntityRow]:
+        return [_entity_row(r) for r in self.run(cypher.SAMPLE_ENTITIES, kg=kg, modalities=list(modalities), limit=limit)]
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    def write_embeddings(self, kg: str, idxs: Sequence[int], vectors: np.ndarray) -> None:
+        rows = [[int(i), [float(x) for x in v]] for i, v in zip(idxs, vectors)]
+        self._write(cypher.SET_EMBEDDINGS.replace("{label}", cypher.embedding_label(kg)), kg=kg, rows=rows)
+
+    def ensure_vector_index(self, kg: str, dimensions: int) -> None:
+        """A cosine vector index over the KG's embeddings, rebuilt if its dimension changed."""
+        name = cypher.embedding_index(kg)
+        info = self.run(cypher.VECTOR_INDEX_INFO, name=name)
+        if info and info[0]["options"]["indexConfig"].get("vector.dimensions") != dimensions:
+            self.run(cypher.DROP_INDEX.replace("{name}", cypher.quote_name(name)))
+        query = cypher.CREATE_VECTOR_INDEX.format(name=cypher.quote_name(name), label=cypher.embedding_label(kg))
+        self.run(query, dimensions=dimensions)
+        self.run(cypher.AWAIT_INDEXES, seconds=300)
+
+    def similar_entities(self, kg: str, entity_id: str, k: int = 10) -> list[tuple[EntityRow, float]]:
+        """Nearest entities by embedding (after ``kclip embed``), best first."""
+        rows = self.run(cypher.SIMILAR_ENTITIES, kg=kg, id=entity_id, k=k, index=cypher.embedding_index(kg))
+        return [(_entity_row(r), r["score"]) for r in rows]
+
+    def similar_to_vector(self, kg: str, vector: Sequence[float], k: int = 10) -> list[tuple[EntityRow, float]]:
+        rows = self.run(cypher.SIMILAR_TO_VECTOR, vector=[float(x) for x in vector], k=k,
+                        index=cypher.embedding_index(kg))
+        return [(_entity_row(r), r["score"]) for r in rows]
+
+    # -- evaluation and prediction -----------------------------------------------------------
+
+    def swap_candidates(self, kg: str, split: str, in_image: str, limit: int = 5000) -> list[dict]:
+        """Scene-graph relationships (subject text, predicate text, object text, image idx) for the swap test."""
+        return [dict(r) for r in self.run(cypher.SWAP_CANDIDATES, kg=kg, split=split, in_image=in_image, limit=limit)]
+
+    def known_tails(self, kg: str, head_id: str, rel: int) -> set[int]:
+        return {r["idx"] for r in self.run(cypher.KNOWN_TAILS, kg=kg, id=head_id, rel=rel)}
+
+    def known_heads(self, kg: str, rel: int, tail_id: str) -> set[int]:
+        return {r["idx"] for r in self.run(cypher.KNOWN_HEADS, kg=kg, id=tail_id, rel=rel)}
+
+    def known_relations(self, kg: str, head_id: str, tail_id: str) -> set[int]:
+        return {r["rel"] for r in self.run(cypher.KNOWN_RELATIONS, kg=kg, head=head_id, tail=tail_id)}
+
+
+_LUCENE_SPECIAL = set('+-&|!(){}[]^"~*?:\\/')
+
+
+def _lucene_escape(text: str) -> str:
+    return "".join("\\" + c if c in _LUCENE_SPECIAL else c for c in text)
+
+
+def _entity_row(r: neo4j.Record) -> EntityRow:
+    return EntityRow(r["idx"], r["id"], r["modality"], r["text"], r["image"])

@@ -1,0 +1,346 @@
+"""Loading a KG: validate everything a loader yields, then write it to Neo4j in batches.
+
+Two passes, so that bad input never half-lands:
+
+1. *validate*: read the loader's records once, check every row (parse errors, entities defined
+   twice with different content, triplets whose entities exist neither in the input nor in the
+   KG, missing or unreadable images), and spool the good rows to temporary files.
+2. *write*: only if pass 1 found nothing wrong (or ``skip_bad`` was asked for), write relations,
+   then entities (storing their images in the media store), then triplets, from the spools.
+
+Writes are idempotent (MERGE on each record's identity), so loading the same data twice changes
+nothing and a load killed half-way ends complete when run again. A KG with no entities or no
+triplets yet takes a faster CREATE path, duplicates having been dropped in pass 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from concurrent.futures import Future, ThreadPoolExecutor
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from kclip.kg_loaders.base import KGLoader
+from kclip.platform.errors import InputError, LoadRefused
+from kclip.platform.graph_store import GraphStore, WriteCounts, entity_properties
+from kclip.platform.media import BadImage, MediaStore, inspect_image, region_size
+from kclip.platform.progress import Progress
+from kclip.platform.records import Entity, ImageSource, Reject, Relation, SourceRef, Triplet
+
+ENTITY_BATCH = 5_000
+TRIPLET_BATCH = 5_000
+WRITER_THREADS = 2
+MAX_ERRORS_SHOWN = 20
+
+
+@dataclass
+class KindCounts:
+    added: int = 0
+    present: int = 0
+    rejected: int = 0
+
+    def record(self, counts: WriteCounts) -> None:
+        self.added += counts.added
+        self.present += counts.present
+
+
+@dataclass
+class LoadSummary:
+    kg: str
+    entities: KindCounts = field(default_factory=KindCounts)
+    relations: KindCounts = field(default_factory=KindCounts)
+    triplets: KindCounts = field(default_factory=KindCounts)
+    unparsed_rows: int = 0
+    rejects_path: Path | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        kinds = {k: vars(getattr(self, k)) for k in ("entities", "relations", "triplets")}
+        return {"kg": self.kg, **kinds, "unparsed_rows": self.unparsed_rows,
+                "rejects": str(self.rejects_path) if self.rejects_path else None, "seconds": round(self.seconds, 3)}
+
+
+class _Spool:
+    """Rows pickled to a temporary file in chunks and read back in order: bounded memory."""
+
+    def __init__(self, directory: Path, name: str, chunk: int = 10_000):
+        self.path = directory / name
+        self._file = open(self.path, "wb")
+        self._buffer: list = []
+        self._chunk = chunk
+        self.count = 0
+
+    def append(self, row: Any) -> None:
+        self._buffer.append(row)
+        self.count += 1
+        if len(self._buffer) >= self._chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            pickle.dump(self._buffer, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._buffer = []
+
+    def __iter__(self) -> Iterator[Any]:
+        self._flush()
+        self._file.close()
+        with open(self.path, "rb") as f:
+            while True:
+                try:
+                    yield from pickle.load(f)
+                except EOFError:
+                    return
+
+
+@dataclass
+class _Validation:
+    """What pass 1 learned: the good rows (spooled), the bad ones, and the relations."""
+
+    entities: _Spool
+    triplets: _Spool
+    relations: dict[str, Relation] = field(default_factory=dict)
+    entity_seen: dict[str, tuple[int, SourceRef | None]] = field(default_factory=dict)
+    # entity id -> the sources of triplets that use it before we know it exists
+    pending: dict[str, list[SourceRef]] = field(default_factory=lambda: defaultdict(list))
+    # entity id -> node element id, for entities the triplets use that were already in the KG
+    existing_nodes: dict[str, str] = field(default_factory=dict)
+    bad: set[SourceRef] = field(default_factory=set)
+    errors: list[InputError] = field(default_factory=list)
+    error_count: int = 0
+    duplicate_entities: int = 0
+    triplet_keys: set[int] = field(default_factory=set)
+    rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def reject(self, kind: str, source: SourceRef | None, problem: str) -> None:
+        self.error_count += 1
+        self.rejected[kind] += 1
+        if source is not None:
+            self.bad.add(source)
+        if len(self.errors) < 10_000:  # enough for any report; keeps memory bounded
+            self.errors.append(InputError(source.file if source else "?", source.line if source else None, problem))
+
+
+def load_kg(store: GraphStore, loader: KGLoader, media: MediaStore, *, skip_bad: bool = False,
+            rejects_path: Path | None = None, progress: bool = True) -> LoadSummary:
+    """Validate then write everything ``loader`` yields into its KG; see the module docstring."""
+    started = time.perf_counter()
+    store.ensure_schema()
+    kg = loader.kg
+    with tempfile.TemporaryDirectory(prefix="kclip-load-") as tmp:
+        checked = _validate(store, loader, Path(tmp), progress)
+        if checked.error_count and not skip_bad:
+            raise LoadRefused(checked.errors[:MAX_ERRORS_SHOWN], checked.error_count)
+        summary = LoadSummary(kg=kg)
+        summary.unparsed_rows = checked.rejected.pop("row", 0)
+        for kind, n in checked.rejected.items():
+            getattr(summary, kind).rejected = n
+        if checked.error_count:
+            summary.rejects_path = _write_rejects(checked, rejects_path or Path(f"rejects-{kg}.tsv"))
+        _write(store, kg, checked, media, summary, progress)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# -- pass 1 ------------------------------------------------------------------------------------
+
+def _validate(store: GraphStore, loader: KGLoader, tmp: Path, progress: bool) -> _Validation:
+    checked = _Validation(entities=_Spool(tmp, "entities"), triplets=_Spool(tmp, "triplets"))
+    image_sizes: dict[Path, Any] = {}
+    total_bytes = sum(p.stat().st_size for p in loader.input_files())
+    with Progress(f"checking {loader.kg}", total=total_bytes / 1e6, unit="MB", enabled=progress) as bar:
+        read = 0
+        for record in loader.records():
+            if isinstance(record, Reject):
+                checked.reject("row", record.source, record.problem)
+            elif isinstance(record, Triplet):
+                _check_triplet(checked, record)
+            elif isinstance(record, Entity):
+                _check_entity(checked, record, image_sizes)
+            else:
+                _check_relation(checked, record)
+            if loader.bytes_read - read > 1_000_000:
+                bar.advance((loader.bytes_read - read) / 1e6)
+                read = loader.bytes_read
+    _resolve_pending(store, loader.kg, checked)
+    return checked
+
+
+def _fingerprint(entity: Entity) -> int:
+    return hash((entity.modality, entity.text, entity.image, tuple(sorted(entity.attributes.items()))))
+
+
+def _check_entity(checked: _Validation, entity: Entity, image_sizes: dict) -> None:
+    fingerprint = _fingerprint(entity)
+    seen = checked.entity_seen.get(entity.id)
+    if seen is not None:
+        if seen[0] != fingerprint:
+            checked.reject("entities", entity.source,
+                           f"entity {entity.id!r} is defined again with different content (first at {seen[1]})")
+        else:
+            checked.duplicate_entities += 1
+        return
+    if entity.image is not None:
+        try:
+            _check_image(entity.image, image_sizes)
+        except BadImage as exc:
+            checked.reject("entities", entity.source, str(exc))
+            return
+    checked.entity_seen[entity.id] = (fingerprint, entity.source)
+    checked.entities.append((entity.id, entity_properties(entity), entity.image))
+
+
+def _check_image(image: ImageSource, cache: dict) -> None:
+    # Scene graphs cut many objects out of one image: read each file once.
+    if image.path not in cache:
+        try:
+            cache[image.path] = inspect_image(ImageSource(path=image.path))
+        except BadImage as exc:
+            cache[image.path] = exc
+    whole = cache[image.path]
+    if isinstance(whole, BadImage):
+        raise whole
+    region_size(image, whole)
+
+
+def _check_relation(checked: _Validation, relation: Relation) -> None:
+    known = checked.relations.get(relation.name)
+    if known is not None and known.text != relation.text and known.source is not None:
+        checked.reject("relations", relation.source,
+                       f"relation {relation.name!r} is defined again with different text (first at {known.source})")
+        return
+    checked.relations[relation.name] = relation
+
+
+def _check_triplet(checked: _Validation, triplet: Triplet) -> None:
+    for entity_id in (triplet.head, triplet.tail):
+        if entity_id not in checked.entity_seen:
+            checked.pending[entity_id].append(triplet.source)
+    if triplet.relation not in checked.relations:
+        checked.relations[triplet.relation] = Relation.named(triplet.kg, triplet.relation)
+    # A plain tuple for the source: it equals the SourceRef in checked.bad and pickles far faster.
+    checked.triplets.append((triplet.head, triplet.relation, triplet.tail, triplet.split, tuple(triplet.source)))
+
+
+def _resolve_pending(store: GraphStore, kg: str, checked: _Validation) -> None:
+    """Entities used by triplets but not (yet) seen: defined later in the input, or already in the KG."""
+    unknown = [e for e in checked.pending if e not in checked.entity_seen]
+    missing: set[str] = set()
+    for start in range(0, len(unknown), 10_000):
+        chunk = unknown[start:start + 10_000]
+        found = store.existing_entities(kg, chunk)
+        checked.existing_nodes.update(found)
+        missing |= set(chunk) - found.keys()
+    for entity_id in sorted(missing):
+        for source in checked.pending[entity_id]:
+            checked.reject("triplets", source,
+                           f"unknown entity {entity_id!r}: not defined in the input nor in KG {kg!r}")
+    checked.pending.clear()
+
+
+def _write_rejects(checked: _Validation, path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["file", "line", "problem"])
+        for err in checked.errors:
+            writer.writerow([err.path, err.line if err.line is not None else "", err.problem])
+    return path
+
+
+# -- pass 2 ------------------------------------------------------------------------------------
+
+class _ParallelWriter:
+    """Batches written by a few threads, a bounded number in flight: Neo4j then uses more than one
+    core, while this thread prepares the next batches. ``drain()`` waits for all and re-raises."""
+
+    def __init__(self, threads: int = WRITER_THREADS, in_flight: int = 2 * WRITER_THREADS):
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kclip-writer")
+        self._in_flight = in_flight
+        self._futures: list[Future] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        while len(self._futures) >= self._in_flight:
+            self._futures.pop(0).result()
+        self._futures.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        while self._futures:
+            self._futures.pop(0).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
+           summary: LoadSummary, progress: bool) -> None:
+    store.ensure_kg(kg)
+    fresh_entities = not store.has_entities(kg)
+    fresh_triplets = not store.has_triplets(kg)
+    rel_idx, counts = store.write_relations(kg, checked.relations.values())
+    summary.relations.record(counts)
+    summary.entities.present += checked.duplicate_entities
+    nodes = dict(checked.existing_nodes)
+    writer = _ParallelWriter()
+    try:
+        with Progress(f"writing {kg} entities", total=checked.entities.count, unit="entities", enabled=progress) as bar:
+            def write_entities(rows: list[dict]) -> None:
+                counts, written = store.write_entities(kg, rows, fresh=fresh_entities)
+                nodes.update(written)
+                summary.entities.record(counts)
+                bar.advance(len(rows))
+
+            for batch in _batches(checked.entities, ENTITY_BATCH):
+                writer.submit(write_entities, [_entity_row(e, props, image, media) for e, props, image in batch])
+            writer.drain()  # every triplet's ends must exist before the triplets go in
+        with Progress(f"writing {kg} triplets", total=checked.triplets.count, unit="triplets", enabled=progress) as bar:
+            def write_triplets(split: str, rows: list[list], n: int) -> None:
+                summary.triplets.record(store.write_triplets(kg, rows, split, fresh=fresh_triplets))
+                bar.advance(n)
+
+            for batch in _batches(checked.triplets, TRIPLET_BATCH):
+                for split, rows in _triplet_rows(batch, checked, rel_idx, nodes, summary, fresh_triplets).items():
+                    writer.submit(write_triplets, split, rows, len(rows))
+            writer.drain()
+    finally:
+        writer.close()
+
+
+def _triplet_rows(batch: list, checked: _Validation, rel_idx: dict[str, int], nodes: dict[str, str],
+                  summary: LoadSummary, dedupe: bool) -> dict[str, list[list]]:
+    """A spool batch as write_triplets rows, by split, leaving out rejected and repeated rows."""
+    by_split: dict[str, list[list]] = defaultdict(list)
+    for head, relation, tail, split, source in batch:
+        if source in checked.bad:
+            continue
+        if dedupe:
+            # Dropping in-input duplicates is what lets a fresh KG use CREATE. A 64-bit hash keeps
+            # memory small; a collision (p ~ n^2 / 2^65) would drop one row.
+            key = hash((head, relation, tail, split))
+            if key in checked.triplet_keys:
+                summary.triplets.present += 1
+                continue
+            checked.triplet_keys.add(key)
+        by_split[split].append([nodes[head], rel_idx[relation], nodes[tail]])
+    return by_split
+
+
+def _entity_row(entity_id: str, props: dict, image: ImageSource | None, media: MediaStore) -> dict:
+    if image is not None:
+        stored = media.put(image)
+        props = {**props, "image": stored.key, "image_width": stored.width, "image_height": stored.height}
+    return {"id": entity_id, "props": props}
+
+
+def _batches(rows, size: int) -> Iterator[list]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

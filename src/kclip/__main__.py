@@ -1,0 +1,3 @@
+from kclip.cli import main
+
+main()

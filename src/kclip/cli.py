@@ -1,0 +1,368 @@
+"""kclip's command line. Each command is a thin wrapper over a library function.
+
+    kclip neo4j start | stop | status
+    kclip load FORMAT PATH --kg NAME [--skip-bad] [-o key=value ...]
+    kclip synth scene-graphs OUT --images N --seed S
+    kclip stats [--kg NAME] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kclip.platform.errors import KclipError
+from kclip.platform.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Knowledge graphs in Neo4j -> Knowledge-CLIP training -> exploration.")
+neo4j_app = typer.Typer(no_args_is_help=True, help="The project-managed local Neo4j (for machines without Docker).")
+synth_app = typer.Typer(no_args_is_help=True, help="Generate synthetic KGs to try every path without downloads.")
+app.add_typer(neo4j_app, name="neo4j")
+app.add_typer(synth_app, name="synth")
+out = Console()
+err = Console(stderr=True)
+
+
+# -- neo4j -------------------------------------------------------------------------------------
+
+@neo4j_app.command("start")
+def neo4j_start() -> None:
+    """Start the local Neo4j (idempotent); returns once Bolt answers."""
+    from kclip.platform import local_neo4j
+
+    status = local_neo4j.start(get_settings())
+    out.print(f"Neo4j running at {status.bolt_uri} (pid {status.pid}, data in {status.state_dir})")
+
+
+@neo4j_app.command("stop")
+def neo4j_stop() -> None:
+    """Stop the local Neo4j cleanly."""
+    from kclip.platform import local_neo4j
+
+    was_running = local_neo4j.stop(get_settings())
+    out.print("Neo4j stopped" if was_running else "Neo4j was not running")
+
+
+@neo4j_app.command("status")
+def neo4j_status() -> None:
+    """Whether the local Neo4j runs, where, and where its data and password live."""
+    from kclip.platform import local_neo4j
+
+    status = local_neo4j.status(get_settings())
+    state = f"running (pid {status.pid}) at {status.bolt_uri}" if status.running else "not running"
+    out.print(f"Neo4j {status.version}: {state}; data in {status.state_dir}; password in {status.password_file}")
+    raise typer.Exit(0 if status.running else 3)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+def _parse_options(pairs: list[str], dotted: bool = False) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--option")
+        # Values that look like JSON (lists, numbers, booleans) are parsed; pydantic validates them.
+        key = key if dotted else key.replace("-", "_")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@app.command("load")
+def load(
+    format: str = typer.Argument(..., help="source format: tsv, conceptnet, visual-genome, image-text, multimodal"),
+    path: Path = typer.Argument(..., help="the dataset's file or directory"),
+    kg: str = typer.Option(..., "--kg", help="name of the KG to load into"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="load the good rows; write bad ones to a rejects report"),
+    rejects: Optional[Path] = typer.Option(None, help="where --skip-bad writes its report (default ./rejects-KG.tsv)"),
+    option: list[str] = typer.Option([], "--option", "-o", help="format option key=value (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Load a KG from files into Neo4j: validated, batched, idempotent, resumable."""
+    from kclip.kg_loaders import get_loader
+    from kclip.platform.ingest import load_kg
+    from kclip.platform.media import MediaStore
+    from kclip.platform.neo4j_client import open_graph_store
+
+    settings = get_settings()
+    loader = get_loader(format)(path, kg=kg, options=_parse_options(option))
+    with open_graph_store(settings) as store:
+        summary = load_kg(store, loader, MediaStore(settings.media_root), skip_bad=skip_bad, rejects_path=rejects)
+    if as_json:
+        out.print_json(json.dumps(summary.as_dict()))
+        return
+    table = Table(title=f"loaded {kg} in {summary.seconds:.1f}s")
+    for column in ("", "added", "already present", "rejected"):
+        table.add_column(column, justify="right")
+    for kind in ("entities", "relations", "triplets"):
+        counts = getattr(summary, kind)
+        table.add_row(kind, f"{counts.added:,}", f"{counts.present:,}", f"{counts.rejected:,}")
+    out.print(table)
+    if summary.unparsed_rows:
+        out.print(f"{summary.unparsed_rows:,} rows could not be parsed")
+    if summary.rejects_path:
+        out.print(f"rejects report: {summary.rejects_path}")
+
+
+@synth_app.command("scene-graphs")
+def synth_scene_graphs(
+    out_dir: Path = typer.Argument(..., help="directory to write (Visual Genome layout + PNG images)"),
+    images: int = typer.Option(200, "--images", min=1, help="number of images"),
+    seed: int = typer.Option(0, "--seed", help="same seed, byte-identical output"),
+    image_size: int = typer.Option(128, "--image-size", min=48, help="image side in pixels"),
+) -> None:
+    """A deterministic multimodal scene-graph KG: rendered shapes, spatial relations, attributes, captions."""
+    from kclip.kg_loaders.synth_scene_graphs import generate_scene_graphs
+
+    summary = generate_scene_graphs(out_dir, images=images, seed=seed, image_size=image_size)
+    out.print(f"wrote {summary.images} images, {summary.objects} objects, {summary.relationships} relationships, "
+              f"{summary.captions} captions to {summary.out}")
+    out.print(f"load it with: kclip load visual-genome {summary.out} --kg scenes")
+
+
+@app.command("stats")
+def stats(
+    kg: Optional[str] = typer.Option(None, "--kg", help="one KG (default: all)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Entities by modality, relations, and triplets by split, per KG."""
+    from kclip.platform.neo4j_client import open_graph_store
+
+    with open_graph_store(get_settings()) as store:
+        if kg is not None:
+            store.require_kg(kg)
+        all_stats = [store.stats(name) for name in ([kg] if kg else store.list_kgs())]
+    if as_json:
+        payload = {s.kg: {"entities": s.entities, "relations": s.relations, "triplets": s.triplets} for s in all_stats}
+        out.print_json(json.dumps(payload))
+        return
+    table = Table(title="knowledge graphs in Neo4j")
+    for column in ("KG", "text entities", "image entities", "relations", "train", "dev", "test"):
+        table.add_column(column, justify="right")
+    for s in all_stats:
+        table.add_row(s.kg, f"{s.entities.get('text', 0):,}", f"{s.entities.get('image', 0):,}", f"{s.relations:,}",
+                      *(f"{s.triplets[split]:,}" for split in ("train", "dev", "test")))
+    out.print(table)
+
+
+@app.command("train")
+def train_command(
+    kg: Optional[str] = typer.Option(None, "--kg", help="KG to train on"),
+    config: Optional[str] = typer.Option(None, "--config", help="bundled config (tiny, small, vit-b-32, vit-b-16) or a YAML/JSON file"),
+    run: Optional[str] = typer.Option(None, "--run", help="name of the run (generated if omitted)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: cuda when available)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="override the config's max_steps"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="continue this run from its last checkpoint"),
+    set_: list[str] = typer.Option([], "--set", help="override a config value: data.batch_size=16 (repeatable)"),
+) -> None:
+    """Train Knowledge-CLIP on a KG in Neo4j. The last line printed is the run's name."""
+    from kclip.models.train import train
+    from kclip.models.train_config import load_train_config
+
+    if resume is None and config is None:
+        raise typer.BadParameter("give --config (or --resume RUN)", param_hint="--config")
+    settings = get_settings()
+    cfg = load_train_config(config, _parse_options(set_, dotted=True)) if config else None
+    name = train(settings, kg=kg, config=cfg, run_name=run, device=device, max_steps=max_steps, resume=resume)
+    print(name)
+
+
+def _print_metrics(title: str, metrics: dict[str, float], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, sort_keys=True))
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.4f}" if not float(value).is_integer() else f"{value:,.0f}")
+    out.print(table)
+
+
+@app.command("eval")
+def eval_command(
+    run: str = typer.Option(..., "--run", help="a trained run"),
+    kg: Optional[str] = typer.Option(None, "--kg", help="KG to evaluate on (default: the run's)"),
+    split: str = typer.Option("test", "--split"),
+    device: str = typer.Option("cpu", "--device"),
+    max_triplets: Optional[int] = typer.Option(None, "--max-triplets", min=1, help="evaluate a fixed random subset"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object, metric names as keys"),
+) -> None:
+    """Link prediction (filtered MRR, Hits@k), relation prediction, and retrieval / relation-swap where images exist."""
+    from kclip.models.evaluate import evaluate
+    from kclip.models.inference import load_run
+    from kclip.platform.neo4j_client import open_graph_store
+    from kclip.platform.registry import Registry
+
+    settings = get_settings()
+    loaded = load_run(settings, run, device)
+    kg = kg or loaded.kg
+    with open_graph_store(settings) as store:
+        store.require_kg(kg)
+        metrics = evaluate(loaded, store, kg, split, max_triplets=max_triplets, progress=not as_json)
+    Registry(settings.registry).add_evaluation(run, kg, split, loaded.step, metrics)
+    _print_metrics(f"{run} on {kg}/{split} (step {loaded.step})", metrics, as_json)
+
+
+@app.command("embed")
+def embed_command(
+    run: str = typer.Option(..., "--run", help="a trained run"),
+    kg: Optional[str] = typer.Option(None, "--kg", help="KG to embed (default: the run's)"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Write each entity's embedding to its Neo4j node and build a vector index (multimodal neighbours)."""
+    from kclip.models.embed import write_embeddings
+    from kclip.models.inference import load_run
+    from kclip.platform.neo4j_client import open_graph_store
+
+    settings = get_settings()
+    loaded = load_run(settings, run, device)
+    with open_graph_store(settings) as store:
+        store.require_kg(kg or loaded.kg)
+        summary = write_embeddings(loaded, store, kg or loaded.kg)
+    out.print(f"embedded {summary.entities:,} entities of {summary.kg} ({summary.dimensions} dimensions) "
+              f"with run {summary.run}; vector index ready")
+
+
+@app.command("predict")
+def predict_command(
+    run: str = typer.Option(..., "--run"),
+    kg: Optional[str] = typer.Option(None, "--kg", help="default: the run's KG"),
+    head: Optional[str] = typer.Option(None, "--head", help="head entity id"),
+    relation: Optional[str] = typer.Option(None, "--relation", help="relation name"),
+    tail: Optional[str] = typer.Option(None, "--tail", help="tail entity id"),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1),
+    device: str = typer.Option("cpu", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Give two of --head, --relation, --tail: predicts the third, top-k with scores."""
+    from kclip.models.predict import Predictor
+    from kclip.platform.neo4j_client import open_graph_store
+
+    given = tuple(x is not None for x in (head, relation, tail))
+    if sum(given) != 2:
+        raise typer.BadParameter("give exactly two of --head, --relation, --tail")
+    settings = get_settings()
+    with open_graph_store(settings) as store:
+        predictor = Predictor.from_run(settings, run, store, device)
+        kg = kg or predictor.run.kg
+        if tail is None:
+            rows = [(p.entity.id, p.entity.text or p.entity.image, p.score, p.known) for p in predictor.tails(kg, head, relation, top_k)]
+        elif head is None:
+            rows = [(p.entity.id, p.entity.text or p.entity.image, p.score, p.known) for p in predictor.heads(kg, relation, tail, top_k)]
+        else:
+            rows = [(p.relation.name, p.relation.text, p.score, p.known) for p in predictor.relations(kg, head, tail, top_k)]
+    if as_json:
+        print(json.dumps([{"id": a, "text": b, "score": c, "known": d} for a, b, c, d in rows]))
+        return
+    table = Table(title=f"predictions of {run}")
+    for column in ("#", "id / relation", "text", "score", "in KG"):
+        table.add_column(column)
+    for i, (a, b, c, d) in enumerate(rows, 1):
+        table.add_row(str(i), a, str(b), f"{c:.4f}", "yes" if d else "")
+    out.print(table)
+
+
+@app.command("compare")
+def compare_command(
+    kg: str = typer.Option(..., "--kg"),
+    config: str = typer.Option("tiny", "--config", help="shared training config (bundled name or file)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="step budget of every variant"),
+    variants: str = typer.Option(",".join(["clip", "knowledge-clip", "no-g2e", "no-e2r", "no-kd"]), "--variants"),
+    split: str = typer.Option("test", "--split"),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="run names are PREFIX-VARIANT"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    max_triplets: Optional[int] = typer.Option(None, "--max-triplets", min=1),
+    set_: list[str] = typer.Option([], "--set", help="override a config value (repeatable)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Plain CLIP vs Knowledge-CLIP vs ablations (no G2E, no E2R, no KD): same data, steps and seed."""
+    from kclip.models.compare import HEADLINE, VARIANTS, compare
+    from kclip.models.train_config import load_train_config
+    from kclip.platform.registry import new_run_name
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise typer.BadParameter(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}", param_hint="--variants")
+    cfg = load_train_config(config, _parse_options(set_, dotted=True))
+    if max_steps is not None:
+        cfg = cfg.model_copy(update={"max_steps": max_steps})
+    results = compare(get_settings(), kg, cfg, prefix or new_run_name(f"{kg}-cmp"), chosen, split, device,
+                      max_triplets, progress=not as_json)
+    if as_json:
+        print(json.dumps({r.variant: {"run": r.run, **r.metrics, **({"note": r.note} if r.note else {})} for r in results}))
+        return
+    table = Table(title=f"{kg}/{split}, {cfg.max_steps} steps each, seed {cfg.seed}")
+    table.add_column("variant")
+    for metric in HEADLINE:
+        table.add_column(metric, justify="right")
+    for r in results:
+        cells = [f"{r.metrics[m]:.3f}" if m in r.metrics else "-" for m in HEADLINE]
+        table.add_row(r.variant + (f" ({r.note})" if r.note else ""), *cells)
+    out.print(table)
+
+
+@app.command("ui")
+def ui_command(
+    address: str = typer.Option("127.0.0.1", "--address", help="interface to listen on (127.0.0.1: this machine only)"),
+    port: int = typer.Option(8501, "--port"),
+    detach: bool = typer.Option(False, "--detach", help="run in the background (stop with --stop)"),
+    stop: bool = typer.Option(False, "--stop", help="stop the explorer started with --detach or by the demo"),
+) -> None:
+    """Serve the Streamlit explorer (KGs, entities, predictions, multimodal neighbours)."""
+    from kclip.ui.launch import serve_ui, start_detached, stop_detached
+
+    settings = get_settings()
+    if stop:
+        out.print("explorer stopped" if stop_detached(settings.home) else "no detached explorer was running")
+    elif detach:
+        pid = start_detached(settings.home, address, port)
+        out.print(f"explorer at http://{address}:{port} (pid {pid}); stop it with `kclip ui --stop`")
+    else:
+        out.print(f"explorer at http://{address}:{port} (Ctrl-C stops it)")
+        raise typer.Exit(serve_ui(address, port))
+
+
+@app.command("demo")
+def demo_command(
+    wn18rr: Optional[Path] = typer.Option(None, "--wn18rr", help="a WN18RR directory to load as well"),
+    steps: int = typer.Option(150, "--steps", min=1, help="training steps of the tiny model"),
+    images: int = typer.Option(300, "--images", min=10, help="synthetic scene-graph images"),
+    ui: bool = typer.Option(True, "--ui/--no-ui", help="serve the explorer at the end"),
+    port: int = typer.Option(8501, "--port"),
+) -> None:
+    """Neo4j up, KGs generated and loaded, a short training run evaluated and embedded, the UI served."""
+    from kclip.demo import run_demo
+
+    result = run_demo(get_settings(), lambda text: out.print(f"[bold]==>[/] {text}"), wn18rr, steps, images, ui, port)
+    table = Table(title="knowledge graphs in Neo4j")
+    for column in ("KG", "text entities", "image entities", "relations", "train", "dev", "test"):
+        table.add_column(column, justify="right")
+    for s in result["stats"]:
+        table.add_row(s.kg, f"{s.entities.get('text', 0):,}", f"{s.entities.get('image', 0):,}", f"{s.relations:,}",
+                      *(f"{s.triplets[split]:,}" for split in ("train", "dev", "test")))
+    out.print(table)
+    _print_metrics(f"run {result['run']} on scenes/test", result["metrics"], as_json=False)
+    if result["ui"]:
+        out.print(f"UI: {result['ui']}  (stop it with `kclip ui --stop`)")
+    out.print(f"next: kclip predict --run {result['run']} --head object:1 --tail object:2")
+
+
+def main() -> None:
+    try:
+        app()
+    except KclipError as exc:
+        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        sys.exit(1)

@@ -1,0 +1,141 @@
+"""The Neo4j sampler against a real Neo4j: exactly-once sharding, reshuffling, subgraphs."""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+from kg_fixtures import HUB, RING, write_tsv_kg
+
+from kclip.kg_loaders.tsv import TsvLoader
+from kclip.models.features import Featurizer
+from kclip.models.sampler import EpochPlan, SamplerSpec, TripletStream
+from kclip.platform.ingest import load_kg
+
+@pytest.fixture(scope="module")
+def featurizer(tmp_path_factory) -> Featurizer:
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    preprocess = open_clip.image_transform(32, is_train=False)
+    return Featurizer(tokenizer, preprocess, tmp_path_factory.mktemp("media"))
+
+
+def triplet_keys(stream: TripletStream, batch) -> list[tuple[int, int, int]]:
+    ent = batch.entity_idx
+    rel = batch.relation_idx
+    return [(int(ent[h]), int(rel[r]), int(ent[t])) for h, r, t in zip(batch.heads, batch.rels, batch.tails)]
+
+
+def test_epoch_plan_covers_every_triplet_once_across_ranks():
+    for n, batch, world in [(100, 7, 1), (101, 8, 2), (5, 4, 2), (1000, 64, 3)]:
+        plans = [EpochPlan.make(n, batch, seed=3, epoch=1, world_size=world, rank=r) for r in range(world)]
+        seen = np.concatenate([b for p in plans for b in p.batches])
+        assert sorted(seen.tolist()) == list(range(n))
+        assert len({len(p) for p in plans}) == 1, "every rank must run the same number of steps"
+        assert max(len(b) for p in plans for b in p.batches) <= batch
+
+
+def test_epoch_plan_reshuffles_each_epoch_and_is_reproducible():
+    a = EpochPlan.make(50, 10, seed=0, epoch=0)
+    b = EpochPlan.make(50, 10, seed=0, epoch=1)
+    again = EpochPlan.make(50, 10, seed=0, epoch=0)
+    assert not np.array_equal(np.concatenate(a.batches), np.concatenate(b.batches))
+    assert np.array_equal(np.concatenate(a.batches), np.concatenate(again.batches))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_sees_each_triplet_exactly_once_across_workers_and_ranks(neo4j_settings, ring_kg, featurizer, workers):
+    seen = collections.Counter()
+    for rank in range(2):
+        spec = SamplerSpec(kg=ring_kg, batch_size=3, seed=1, hops=0)
+        stream = TripletStream(neo4j_settings, spec, featurizer, world_size=2, rank=rank)
+        for batch in stream.loader(epoch=0, num_workers=workers):
+            seen.update(triplet_keys(stream, batch))
+    assert sum(seen.values()) == 20 and set(seen.values()) == {1}  # the 20 train triplets
+
+
+def test_stream_order_differs_between_epochs(neo4j_settings, ring_kg, featurizer):
+    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=4, hops=0), featurizer)
+    orders = [[k for b in stream.loader(epoch=e, num_workers=0) for k in triplet_keys(stream, b)] for e in (0, 1)]
+    assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]
+
+
+def test_triplets_added_between_epochs_appear_in_the_next(neo4j_settings, graph_store, media_store, ring_kg,
+                                                          featurizer, tmp_path):
+    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=8, hops=0), featurizer)
+    assert sum(len(b.heads) for b in stream.loader(epoch=0, num_workers=0)) == 20
+    extra = write_tsv_kg(tmp_path / "extra", [("a3", "next", "a7"), ("h", "has", "a0")])
+    load_kg(graph_store, TsvLoader(extra, kg=ring_kg), media_store, progress=False)
+    assert sum(len(b.heads) for b in stream.loader(epoch=1, num_workers=0)) == 21  # (h, has, a0) existed
+
+
+def test_batch_content_matches_neo4j(neo4j_settings, graph_store, ring_kg, featurizer):
+    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=20, hops=0), featurizer)
+    batch = next(iter(stream.loader(epoch=0, num_workers=0)))
+    rows = {r.idx: r for r in graph_store.entity_content(ring_kg, batch.entity_idx.tolist())}
+    expected = featurizer.tokenizer([rows[int(batch.entity_idx[i])].text for i in batch.text_rows])
+    assert (batch.text_tokens == expected).all()
+    assert sorted(batch.text_rows.tolist()) == list(range(batch.num_entities))  # all text entities
+    names = {r.idx: r.name for r in graph_store.relations(ring_kg)}
+    assert sorted(names[int(i)] for i in batch.relation_idx) == ["has", "next"]
+
+
+def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring_kg, featurizer):
+    """One batch holding (a0, next, a1): its 1-hop neighbourhood with fanout 20 is every train edge at a0 or a1."""
+    by_id = {}
+    for idx in range(graph_store.entity_idx_range(ring_kg)[2]):
+        for r in graph_store.entity_content(ring_kg, [idx]):
+            by_id[r.idx] = r.id
+    names = {r.idx: r.name for r in graph_store.relations(ring_kg)}
+    spec = SamplerSpec(kg=ring_kg, batch_size=1, hops=1, fanout=20)
+    stream = TripletStream(neo4j_settings, spec, featurizer)
+    stream.set_epoch(0)
+    position = next(i for i in range(20) if (by_id[int(stream.triplets.heads[i])], by_id[int(stream.triplets.tails[i])]) == ("a0", "a1"))
+    batch = stream.make_batch(0, np.array([position]))
+    g = batch.subgraph.graph
+    node_ids = [by_id[int(i)] for i in g.ndata["entity_idx"]]
+    assert node_ids[:2] == [by_id[int(i)] for i in batch.entity_idx]  # batch entities come first
+    assert g.ndata["batch_row"].tolist()[:2] == [0, 1] and set(g.ndata["batch_row"].tolist()[2:]) <= {-1}
+    src, dst = g.edges()
+    edges = {(node_ids[s], names[int(r)], node_ids[d]) for s, d, r in zip(src.tolist(), dst.tolist(), g.edata["rel"])}
+    expected = {e for e in RING + HUB if {"a0", "a1"} & {e[0], e[2]}}  # dev edge (a0, has, a5) excluded
+    assert edges == expected
+    # neighbours carry their own content
+    sub = batch.subgraph
+    assert sorted(sub.neighbour_text_rows.tolist()) == list(range(2, g.num_nodes()))
+
+
+def test_fanout_limits_and_sampling_is_deterministic(neo4j_settings, ring_kg, featurizer):
+    spec = SamplerSpec(kg=ring_kg, batch_size=2, hops=2, fanout=2)
+    stream = TripletStream(neo4j_settings, spec, featurizer)
+    stream.set_epoch(0)
+    a = stream.make_batch(0, stream.plan.batches[0]).subgraph.graph
+    b = stream.make_batch(0, stream.plan.batches[0]).subgraph.graph
+    assert a.edges()[0].tolist() == b.edges()[0].tolist() and a.ndata["entity_idx"].tolist() == b.ndata["entity_idx"].tolist()
+    # each frontier node contributes at most `fanout` edges per hop
+    assert a.num_edges() <= 2 * 2 + 2 * 2 * 2
+
+
+def test_a_neo4j_restart_mid_epoch_skips_and_repeats_nothing(neo4j_settings, ring_kg, featurizer):
+    if not neo4j_settings.uses_local_service:
+        pytest.skip("restarting Neo4j needs the local service (KCLIP_NEO4J_URI or Docker is in use)")
+    import threading
+
+    from kclip.platform import local_neo4j
+
+    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=2, hops=1, reconnect_timeout=120),
+                           featurizer)
+    seen = collections.Counter()
+    restart = None
+    for i, batch in enumerate(stream.loader(epoch=0, num_workers=0)):
+        seen.update(triplet_keys(stream, batch))
+        if i == 2:  # mid-epoch: Neo4j goes away and comes back a moment later
+            local_neo4j.stop(neo4j_settings)
+            restart = threading.Thread(target=lambda: (time.sleep(1.0), local_neo4j.start(neo4j_settings)))
+            restart.start()
+    restart.join()
+    stream.close()
+    assert sum(seen.values()) == 20 and set(seen.values()) == {1}

@@ -1,0 +1,73 @@
+"""Fixtures for the explorer's tests: small synthetic KGs in the session's real Neo4j, and the
+``KCLIP_*`` environment that points the app (in-process AppTest or a subprocess) at them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import streamlit as st
+
+from kclip.kg_loaders.synth_scene_graphs import SynthSummary, generate_scene_graphs
+from kclip.kg_loaders.visual_genome import VisualGenomeLoader
+from kclip.platform.graph_store import GraphStore
+from kclip.platform.ingest import load_kg
+from kclip.platform.media import MediaStore
+from kclip.platform.neo4j_client import _password
+from kclip.platform.settings import Settings, get_settings
+
+UI_KG = "ui-shapes"  # 12 images, never embedded: the KG the page tests explore
+EMBEDDED_KG = "ui-embedded"  # 3 images with random embeddings and a vector index; never trained on
+
+
+def _load_synthetic(store: GraphStore, settings: Settings, out: Path, kg: str, images: int) -> SynthSummary:
+    summary = generate_scene_graphs(out, images=images, seed=0)
+    # The app's media store (KCLIP_HOME/media) must hold the images the UI shows.
+    load_kg(store, VisualGenomeLoader(out, kg=kg), MediaStore(settings.media_root), progress=False)
+    return summary
+
+
+@pytest.fixture(scope="session")
+def ui_kg(graph_store: GraphStore, neo4j_settings: Settings, tmp_path_factory) -> tuple[str, SynthSummary]:
+    return UI_KG, _load_synthetic(graph_store, neo4j_settings, tmp_path_factory.mktemp("ui-synth"), UI_KG, 12)
+
+
+@pytest.fixture(scope="session")
+def embedded_kg(graph_store: GraphStore, neo4j_settings: Settings, tmp_path_factory) -> str:
+    """A KG whose entities have (random, deterministic) embeddings and a vector index."""
+    _load_synthetic(graph_store, neo4j_settings, tmp_path_factory.mktemp("ui-embedded"), EMBEDDED_KG, 3)
+    lo, hi, n = graph_store.entity_idx_range(EMBEDDED_KG)
+    rows = graph_store.entities_page(EMBEDDED_KG, lo, hi + 1)
+    vectors = np.random.default_rng(0).normal(size=(len(rows), 8)).astype(np.float32)
+    graph_store.write_embeddings(EMBEDDED_KG, [r.idx for r in rows], vectors)
+    graph_store.ensure_vector_index(EMBEDDED_KG, 8)
+    return EMBEDDED_KG
+
+
+@pytest.fixture(scope="session")
+def ui_env_vars(neo4j_settings: Settings) -> dict[str, str]:
+    """The environment under which the app sees the test Neo4j, media store and run registry."""
+    s = neo4j_settings
+    return {
+        "KCLIP_HOME": str(s.home),
+        "KCLIP_NEO4J_URI": s.bolt_uri,
+        "KCLIP_NEO4J_USER": s.neo4j_user,
+        "KCLIP_NEO4J_PASSWORD": _password(s),
+        "KCLIP_NEO4J_DATABASE": s.neo4j_database,
+        "KCLIP_MEDIA_DIR": str(s.media_root),
+        "KCLIP_REGISTRY_URL": s.registry,
+        "KCLIP_RUNS_DIR": str(s.runs_root),
+    }
+
+
+@pytest.fixture
+def ui_env(monkeypatch: pytest.MonkeyPatch, ui_env_vars: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Point an in-process app at the test Neo4j; fresh data caches so each test reads what it set up."""
+    for name, value in ui_env_vars.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    yield ui_env_vars
+    get_settings.cache_clear()
