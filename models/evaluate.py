@@ -7,7 +7,7 @@
   (``i2t_r@1/5/10``, ``t2i_r@1/5/10``), and on scene graphs the relation-swap test
   (``swap_accuracy``): the image must prefer "a S p a O" to "a O p a S" (ARO-style).
 
-Ranks use the realistic tie rule (models/ranking.py).
+Ranks use the realistic tie rule (models/metrics.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from kclip.kg_loaders.visual_genome import IN_IMAGE
 from kclip.models.batching import triplet_batch
 from kclip.models.inference import EntityEmbeddings, LoadedRun, embed_kg, link_queries, relation_scores
-from kclip.models.ranking import KnownTriplets, RankEvaluator, realistic_ranks, recall_at
+from kclip.models.metrics import KnownTriplets, RankEvaluator, realistic_ranks, recall_at
 from kclip.platform.errors import KclipError
 from kclip.platform.graph_store import GraphStore, RelationRow, TripletArrays
 from kclip.platform.progress import Progress

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 import tempfile
 import time
@@ -284,22 +285,26 @@ def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
     summary.relations.record(counts)
     summary.entities.present += checked.duplicate_entities
     nodes = dict(checked.existing_nodes)
+    counted = threading.Lock()  # writer threads add to the summary
     writer = _ParallelWriter()
     try:
         with Progress(f"writing {kg} entities", total=checked.entities.count, unit="entities", enabled=progress) as bar:
             def write_entities(rows: list[dict]) -> None:
                 counts, written = store.write_entities(kg, rows, fresh=fresh_entities)
-                nodes.update(written)
-                summary.entities.record(counts)
-                bar.advance(len(rows))
+                with counted:
+                    nodes.update(written)
+                    summary.entities.record(counts)
+                    bar.advance(len(rows))
 
             for batch in _batches(checked.entities, ENTITY_BATCH):
                 writer.submit(write_entities, [_entity_row(e, props, image, media) for e, props, image in batch])
             writer.drain()  # every triplet's ends must exist before the triplets go in
         with Progress(f"writing {kg} triplets", total=checked.triplets.count, unit="triplets", enabled=progress) as bar:
             def write_triplets(split: str, rows: list[list], n: int) -> None:
-                summary.triplets.record(store.write_triplets(kg, rows, split, fresh=fresh_triplets))
-                bar.advance(n)
+                counts = store.write_triplets(kg, rows, split, fresh=fresh_triplets)
+                with counted:
+                    summary.triplets.record(counts)
+                    bar.advance(n)
 
             for batch in _batches(checked.triplets, TRIPLET_BATCH):
                 for split, rows in _triplet_rows(batch, checked, rel_idx, nodes, summary, fresh_triplets).items():

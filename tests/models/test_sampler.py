@@ -23,6 +23,20 @@ def featurizer(tmp_path_factory) -> Featurizer:
     return Featurizer(tokenizer, preprocess, tmp_path_factory.mktemp("media"))
 
 
+@pytest.fixture
+def make_stream(neo4j_settings, featurizer):
+    """TripletStreams over the test Neo4j, closed (with their drivers) after the test."""
+    made = []
+
+    def make(spec: SamplerSpec, **kwargs) -> TripletStream:
+        made.append(TripletStream(neo4j_settings, spec, featurizer, **kwargs))
+        return made[-1]
+
+    yield make
+    for stream in made:
+        stream.close()
+
+
 def triplet_keys(stream: TripletStream, batch) -> list[tuple[int, int, int]]:
     ent = batch.entity_idx
     rel = batch.relation_idx
@@ -47,33 +61,33 @@ def test_epoch_plan_reshuffles_each_epoch_and_is_reproducible():
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_stream_sees_each_triplet_exactly_once_across_workers_and_ranks(neo4j_settings, ring_kg, featurizer, workers):
+def test_stream_sees_each_triplet_exactly_once_across_workers_and_ranks(neo4j_settings, ring_kg, featurizer, workers, make_stream):
     seen = collections.Counter()
     for rank in range(2):
         spec = SamplerSpec(kg=ring_kg, batch_size=3, seed=1, hops=0)
-        stream = TripletStream(neo4j_settings, spec, featurizer, world_size=2, rank=rank)
+        stream = make_stream(spec, world_size=2, rank=rank)
         for batch in stream.loader(epoch=0, num_workers=workers):
             seen.update(triplet_keys(stream, batch))
     assert sum(seen.values()) == 20 and set(seen.values()) == {1}  # the 20 train triplets
 
 
-def test_stream_order_differs_between_epochs(neo4j_settings, ring_kg, featurizer):
-    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=4, hops=0), featurizer)
+def test_stream_order_differs_between_epochs(neo4j_settings, ring_kg, featurizer, make_stream):
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=4, hops=0))
     orders = [[k for b in stream.loader(epoch=e, num_workers=0) for k in triplet_keys(stream, b)] for e in (0, 1)]
     assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]
 
 
 def test_triplets_added_between_epochs_appear_in_the_next(neo4j_settings, graph_store, media_store, ring_kg,
-                                                          featurizer, tmp_path):
-    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=8, hops=0), featurizer)
+                                                          featurizer, tmp_path, make_stream):
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=8, hops=0))
     assert sum(len(b.heads) for b in stream.loader(epoch=0, num_workers=0)) == 20
     extra = write_tsv_kg(tmp_path / "extra", [("a3", "next", "a7"), ("h", "has", "a0")])
     load_kg(graph_store, TsvLoader(extra, kg=ring_kg), media_store, progress=False)
     assert sum(len(b.heads) for b in stream.loader(epoch=1, num_workers=0)) == 21  # (h, has, a0) existed
 
 
-def test_batch_content_matches_neo4j(neo4j_settings, graph_store, ring_kg, featurizer):
-    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=20, hops=0), featurizer)
+def test_batch_content_matches_neo4j(neo4j_settings, graph_store, ring_kg, featurizer, make_stream):
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=20, hops=0))
     batch = next(iter(stream.loader(epoch=0, num_workers=0)))
     rows = {r.idx: r for r in graph_store.entity_content(ring_kg, batch.entity_idx.tolist())}
     expected = featurizer.tokenizer([rows[int(batch.entity_idx[i])].text for i in batch.text_rows])
@@ -83,7 +97,7 @@ def test_batch_content_matches_neo4j(neo4j_settings, graph_store, ring_kg, featu
     assert sorted(names[int(i)] for i in batch.relation_idx) == ["has", "next"]
 
 
-def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring_kg, featurizer):
+def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring_kg, featurizer, make_stream):
     """One batch holding (a0, next, a1): its 1-hop neighbourhood with fanout 20 is every train edge at a0 or a1."""
     by_id = {}
     for idx in range(graph_store.entity_idx_range(ring_kg)[2]):
@@ -91,7 +105,7 @@ def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring
             by_id[r.idx] = r.id
     names = {r.idx: r.name for r in graph_store.relations(ring_kg)}
     spec = SamplerSpec(kg=ring_kg, batch_size=1, hops=1, fanout=20)
-    stream = TripletStream(neo4j_settings, spec, featurizer)
+    stream = make_stream(spec)
     stream.set_epoch(0)
     position = next(i for i in range(20) if (by_id[int(stream.triplets.heads[i])], by_id[int(stream.triplets.tails[i])]) == ("a0", "a1"))
     batch = stream.make_batch(0, np.array([position]))
@@ -108,9 +122,9 @@ def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring
     assert sorted(sub.neighbour_text_rows.tolist()) == list(range(2, g.num_nodes()))
 
 
-def test_fanout_limits_and_sampling_is_deterministic(neo4j_settings, ring_kg, featurizer):
+def test_fanout_limits_and_sampling_is_deterministic(neo4j_settings, ring_kg, featurizer, make_stream):
     spec = SamplerSpec(kg=ring_kg, batch_size=2, hops=2, fanout=2)
-    stream = TripletStream(neo4j_settings, spec, featurizer)
+    stream = make_stream(spec)
     stream.set_epoch(0)
     a = stream.make_batch(0, stream.plan.batches[0]).subgraph.graph
     b = stream.make_batch(0, stream.plan.batches[0]).subgraph.graph
@@ -119,15 +133,14 @@ def test_fanout_limits_and_sampling_is_deterministic(neo4j_settings, ring_kg, fe
     assert a.num_edges() <= 2 * 2 + 2 * 2 * 2
 
 
-def test_a_neo4j_restart_mid_epoch_skips_and_repeats_nothing(neo4j_settings, ring_kg, featurizer):
+def test_a_neo4j_restart_mid_epoch_skips_and_repeats_nothing(neo4j_settings, ring_kg, featurizer, make_stream):
     if not neo4j_settings.uses_local_service:
         pytest.skip("restarting Neo4j needs the local service (KCLIP_NEO4J_URI or Docker is in use)")
     import threading
 
     from kclip.platform import local_neo4j
 
-    stream = TripletStream(neo4j_settings, SamplerSpec(kg=ring_kg, batch_size=2, hops=1, reconnect_timeout=120),
-                           featurizer)
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=2, hops=1, reconnect_timeout=120))
     seen = collections.Counter()
     restart = None
     for i, batch in enumerate(stream.loader(epoch=0, num_workers=0)):
@@ -137,5 +150,4 @@ def test_a_neo4j_restart_mid_epoch_skips_and_repeats_nothing(neo4j_settings, rin
             restart = threading.Thread(target=lambda: (time.sleep(1.0), local_neo4j.start(neo4j_settings)))
             restart.start()
     restart.join()
-    stream.close()
     assert sum(seen.values()) == 20 and set(seen.values()) == {1}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kclip.models.ranking import KnownTriplets, RankEvaluator, realistic_ranks, recall_at
+from kclip.models.metrics import KnownTriplets, RankEvaluator, realistic_ranks, recall_at
 
 
 def test_realistic_rank_counts_higher_scores_and_half_the_ties():

@@ -1,0 +1,167 @@
+"""Loading KGs into a real Neo4j: idempotent, resumable, strict, KGs side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kclip.kg_loaders.tsv import TsvLoader
+from kclip.platform.errors import InputError, LoadRefused
+from kclip.platform.ingest import load_kg
+
+ODD_RELATIONS = ["/film/film/genre", "has part", "größer als", "関係", "it's \"quoted\"", "back`tick", "a\\b", "x) DETACH DELETE (n"]
+
+
+def write_tsv(directory: Path, triplets: list[tuple[str, str, str]], entities: dict[str, str] | None = None,
+              dev: list | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.tsv").write_text("".join(f"{h}\t{r}\t{t}\n" for h, r, t in triplets), encoding="utf-8")
+    if dev:
+        (directory / "dev.tsv").write_text("".join(f"{h}\t{r}\t{t}\n" for h, r, t in dev), encoding="utf-8")
+    entities = entities or {e: f"text of {e}" for h, _, t in triplets + (dev or []) for e in (h, t)}
+    (directory / "entity2text.txt").write_text("".join(f"{k}\t{v}\n" for k, v in entities.items()), encoding="utf-8")
+    return directory
+
+
+def snapshot(store, kg: str) -> dict:
+    """Everything a refused load must not change."""
+    stats = store.stats(kg)
+    counters = store.run("MATCH (k:KG {name: $kg}) RETURN k.next_entity_idx AS e, k.next_relation_idx AS r", kg=kg)
+    return {"kgs": store.list_kgs(), "entities": stats.entities, "triplets": stats.triplets,
+            "relations": store.relations(kg), "counters": [dict(r) for r in counters]}
+
+
+@pytest.fixture
+def small_kg(tmp_path) -> Path:
+    return write_tsv(tmp_path / "small", [("a", "likes", "b"), ("b", "likes", "c"), ("c", "hates", "a")],
+                     dev=[("a", "hates", "c")])
+
+
+def test_loading_twice_changes_nothing(graph_store, media_store, kg_name, small_kg):
+    first = load_kg(graph_store, TsvLoader(small_kg, kg=kg_name), media_store, progress=False)
+    assert (first.entities.added, first.relations.added, first.triplets.added) == (3, 2, 4)
+    before = snapshot(graph_store, kg_name)
+    again = load_kg(graph_store, TsvLoader(small_kg, kg=kg_name), media_store, progress=False)
+    assert (again.entities.added, again.relations.added, again.triplets.added) == (0, 0, 0)
+    assert (again.entities.present, again.relations.present, again.triplets.present) == (3, 2, 4)
+    after = snapshot(graph_store, kg_name)
+    assert {k: v for k, v in after.items() if k != "counters"} == {k: v for k, v in before.items() if k != "counters"}
+    assert graph_store.stats(kg_name).triplets == {"train": 3, "dev": 1, "test": 0}
+
+
+def test_two_kgs_live_side_by_side(graph_store, media_store, kg_name, small_kg, tmp_path):
+    other = kg_name + "-b"
+    load_kg(graph_store, TsvLoader(small_kg, kg=kg_name), media_store, progress=False)
+    bigger = write_tsv(tmp_path / "bigger", [("a", "likes", "b"), ("a", "likes", "d"), ("d", "knows", "e")])
+    load_kg(graph_store, TsvLoader(bigger, kg=other), media_store, progress=False)
+    assert graph_store.stats(kg_name).total_entities == 3 and graph_store.stats(kg_name).total_triplets == 4
+    assert graph_store.stats(other).total_entities == 4 and graph_store.stats(other).total_triplets == 3
+    assert [e.other.id for e in graph_store.entity_triplets(kg_name, "a") if e.outgoing] != []
+    assert {e.other.id for e in graph_store.entity_triplets(other, "a")} == {"b", "d"}  # never a's of the other KG
+    graph_store.drop_kg(kg_name)
+    assert kg_name not in graph_store.list_kgs()
+    assert graph_store.stats(other).total_triplets == 3
+
+
+def test_odd_relation_names_round_trip_exactly(graph_store, media_store, kg_name, tmp_path):
+    triplets = [("a", name, "b") for name in ODD_RELATIONS]
+    load_kg(graph_store, TsvLoader(write_tsv(tmp_path / "odd", triplets), kg=kg_name), media_store, progress=False)
+    assert sorted(r.name for r in graph_store.relations(kg_name)) == sorted(ODD_RELATIONS)
+    assert graph_store.stats(kg_name).triplets["train"] == len(ODD_RELATIONS)
+    assert {e.relation for e in graph_store.entity_triplets(kg_name, "a")} == set(ODD_RELATIONS)
+
+
+BAD_INPUTS = {
+    "malformed line": (b"a\tlikes\tb\nc\tlikes\n", "train.tsv:2", "expected 3 tab-separated fields"),
+    "unknown entity": (b"a\tlikes\tb\na\tlikes\tzzz\n", "train.tsv:2", "unknown entity 'zzz'"),
+    "invalid UTF-8": (b"a\tlikes\tb\na\tlik\xff\xfees\tb\n", "train.tsv:2", "invalid UTF-8"),
+    "empty file": (b"", "train.tsv", "empty file"),
+    "control character": (b"a\tli\x07kes\tb\n", "train.tsv:1", "control character"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_bad_input_is_refused_and_the_graph_is_left_as_it_was(graph_store, media_store, kg_name, small_kg,
+                                                              tmp_path, kind):
+    load_kg(graph_store, TsvLoader(small_kg, kg=kg_name), media_store, progress=False)
+    before = snapshot(graph_store, kg_name)
+    content, where, problem = BAD_INPUTS[kind]
+    bad = write_tsv(tmp_path / "bad", [("a", "likes", "b"), ("a", "new-relation", "new-entity")],
+                    entities={"a": "A", "b": "B", "new-entity": "N"})
+    (bad / "train.tsv").write_bytes(content)
+    with pytest.raises((LoadRefused, InputError)) as caught:
+        load_kg(graph_store, TsvLoader(bad, kg=kg_name), media_store, progress=False)
+    assert where in str(caught.value) and problem in str(caught.value)
+    assert snapshot(graph_store, kg_name) == before
+
+
+def test_a_refused_load_of_a_new_kg_creates_nothing(graph_store, media_store, kg_name, tmp_path):
+    bad = write_tsv(tmp_path / "bad", [("a", "likes", "b")])
+    (bad / "train.tsv").write_text("a\tlikes\tb\na\tlikes\tnobody\n")
+    with pytest.raises(LoadRefused):
+        load_kg(graph_store, TsvLoader(bad, kg=kg_name), media_store, progress=False)
+    assert kg_name not in graph_store.list_kgs()
+    assert graph_store.stats(kg_name).total_entities == 0
+
+
+def test_skip_bad_loads_the_rest_and_writes_a_rejects_report(graph_store, media_store, kg_name, tmp_path):
+    bad = write_tsv(tmp_path / "bad", [("a", "likes", "b")], entities={"a": "A", "b": "B", "c": "C"})
+    (bad / "train.tsv").write_bytes(b"a\tlikes\tb\nbroken line\nb\tlikes\tnobody\n\xff\n c \tlikes\ta\n")
+    report = tmp_path / "rejects.tsv"
+    summary = load_kg(graph_store, TsvLoader(bad, kg=kg_name), media_store, skip_bad=True, rejects_path=report,
+                      progress=False)
+    assert summary.triplets.added == 2 and summary.triplets.rejected == 1 and summary.unparsed_rows == 2
+    rows = [line.split("\t") for line in report.read_text().splitlines()[1:]]
+    assert [(Path(f).name, line) for f, line, _ in rows] == [("train.tsv", "2"), ("train.tsv", "4"), ("train.tsv", "3")]
+    assert graph_store.stats(kg_name).triplets["train"] == 2
+
+
+def _cli_env(settings) -> dict[str, str]:
+    from kclip.platform.neo4j_client import _password
+
+    return {**os.environ, "KCLIP_HOME": str(settings.home), "KCLIP_NEO4J_URI": settings.bolt_uri,
+            "KCLIP_NEO4J_PASSWORD": _password(settings), "KCLIP_CACHE_DIR": str(settings.cache_dir)}
+
+
+def test_a_load_killed_half_way_completes_when_run_again(graph_store, neo4j_settings, kg_name, wn18rr_dir):
+    cmd = [sys.executable, "-m", "kclip", "load", "tsv", str(wn18rr_dir), "--kg", kg_name]
+    proc = subprocess.Popen(cmd, env=_cli_env(neo4j_settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if graph_store.stats(kg_name).total_entities > 0:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = graph_store.stats(kg_name)
+    assert partial.total_entities < 40943 or partial.total_triplets < 93003, "the kill must land mid-load"
+    done = subprocess.run(cmd + ["--json"], env=_cli_env(neo4j_settings), capture_output=True, text=True, check=True)
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["entities"]["added"] + summary["entities"]["present"] == 40943
+    stats = graph_store.stats(kg_name)
+    assert stats.entities == {"text": 40943}
+    assert stats.triplets == {"train": 86835, "dev": 3034, "test": 3134}
+    assert len(graph_store.relations(kg_name)) == 11
+    idx = graph_store.run("MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL RETURN count(DISTINCT e.idx) AS n", kg=kg_name)
+    assert idx[0]["n"] == 40943  # every entity its own idx, even across the kill
+
+
+def test_cli_refuses_bad_input_with_file_and_line(neo4j_settings, kg_name, tmp_path, monkeypatch):
+    from kclip import cli
+
+    bad = write_tsv(tmp_path / "bad", [("a", "likes", "b")])
+    (bad / "train.tsv").write_text("a\tlikes\n")
+    monkeypatch.setattr(cli, "get_settings", lambda: neo4j_settings)
+    result = CliRunner().invoke(cli.app, ["load", "tsv", str(bad), "--kg", kg_name])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, LoadRefused) and "train.tsv:1" in str(result.exception)
+    ok = CliRunner().invoke(cli.app, ["stats", "--json"])
+    assert ok.exit_code == 0 and kg_name not in json.loads(ok.output)
