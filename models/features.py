@@ -23,8 +23,11 @@ Preprocess = Callable[[Image.Image], torch.Tensor]  # PIL image -> (3, H, W) flo
 
 class Featurizer:
     def __init__(self, tokenizer: Tokenizer, preprocess: Preprocess, media_root: Path,
-                 image_cache_bytes: int = 512 << 20):
+                 image_cache_bytes: int = 512 << 20, context_length: int | None = None):
         self.tokenizer = tokenizer
+        # Shorter than the model's 77 positions when entity texts are long and compute is short;
+        # open_clip's tokenizers truncate keeping the end-of-text token, which CLIP pools at.
+        self.context = context_length
         self.preprocess = preprocess
         self.media = MediaStore(media_root)
         self.image_cache_bytes = image_cache_bytes
@@ -36,14 +39,15 @@ class Featurizer:
         """(N, L) long token ids, tokenizing only texts not seen before."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
         if missing:
-            for text, row in zip(missing, self.tokenizer(missing)):
+            rows = self.tokenizer(missing, context_length=self.context) if self.context else self.tokenizer(missing)
+            for text, row in zip(missing, rows):
                 self._tokens[text] = row
         if not texts:
             return torch.zeros(0, self.context_length(), dtype=torch.long)
         return torch.stack([self._tokens[t] for t in texts])
 
     def context_length(self) -> int:
-        return int(self.tokenizer([""]).shape[1])
+        return self.context or int(self.tokenizer([""]).shape[1])
 
     def images(self, keys: Sequence[str]) -> torch.Tensor:
         """(N, 3, H, W) preprocessed images from the media store."""
@@ -82,3 +86,12 @@ class Featurizer:
         tokens = self.tokens([rows[i].text or "" for i in text_pos])
         images = self.images([rows[i].image for i in image_pos])
         return tokens, text_pos, images, image_pos
+
+
+def featurizer_for(model, media_root: Path, max_text_tokens: int = 77) -> Featurizer:
+    """The featurizer a KnowledgeCLIP is trained and evaluated with: its tokenizer and eval preprocessing.
+
+    Deterministic preprocessing on purpose: a resumed run must see exactly the tensors it would have.
+    """
+    return Featurizer(model.tokenizer, model.preprocess_val, media_root,
+                      context_length=max_text_tokens if max_text_tokens < 77 else None)

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from kclip.models.batch import TripletBatch
-from kclip.models.features import Featurizer
+from kclip.models.features import Featurizer, featurizer_for
 from kclip.models.knowledge_clip import KnowledgeCLIP
 from kclip.models.train import latest_checkpoint, load_checkpoint
 from kclip.models.train_config import TrainConfig
@@ -48,7 +48,7 @@ def load_run(settings: Settings, run_name: str, device: str | torch.device = "cp
     model = KnowledgeCLIP(config.model, config.losses)
     model.load_state_dict(checkpoint["model"])
     model.to(device).eval()
-    featurizer = Featurizer(model.tokenizer, model.preprocess_val, settings.media_root)
+    featurizer = featurizer_for(model, settings.media_root, config.data.max_text_tokens)
     return LoadedRun(run_name, checkpoint["kg"], checkpoint["position"]["step"], config, model, featurizer, device)
 
 

@@ -8,10 +8,12 @@
 At the start of every epoch the main process reads the split's triplets from Neo4j as integer
 arrays (so triplets added between epochs appear in the next), and orders them with a seeded
 permutation that depends only on (seed, epoch): every rank computes the same order and takes its
-own shard, every DataLoader worker takes every num_workers-th batch of that shard, so each
-triplet is seen exactly once per epoch overall. Workers fetch entity content and neighbourhoods
-per batch through their own Neo4j driver (drivers are not fork-safe), retrying across a Neo4j
-restart; the plan is already fixed, so a restart skips and repeats nothing.
+own shard. The DataLoader's sampler, in the main process, hands each batch of that shard to a
+worker as a ``BatchRequest`` (round robin, results back in order), so each triplet is seen
+exactly once per epoch overall. Workers fetch entity content and neighbourhoods through their
+own Neo4j driver (drivers are not fork-safe), retrying across a Neo4j restart; the plan is
+already fixed, so a restart skips and repeats nothing. What is copied into each worker: the
+spec, the settings and the featurizer (its caches then grow per worker); never a driver in use.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kclip.models.batch import SubgraphBatch, TripletBatch
 from kclip.models.batching import candidate_relations, triplet_batch
@@ -68,8 +70,39 @@ class EpochPlan:
         return len(self.batches)
 
 
-class TripletStream(IterableDataset):
-    """Batches of one KG split for one rank; iterate through ``loader(epoch)``."""
+@dataclass(frozen=True)
+class BatchRequest:
+    """One batch to build: what the main process hands a worker (triplets as KG idx)."""
+
+    epoch: int
+    index: int  # position in the epoch: seeds the neighbourhood sampling
+    heads: np.ndarray
+    rels: np.ndarray
+    tails: np.ndarray
+
+
+class _EpochRequests(Sampler):
+    """This epoch's requests from ``start_batch`` on; runs in the main process, so a new epoch's
+    plan reaches persistent workers without re-forking them."""
+
+    def __init__(self, stream: "TripletStream"):
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[BatchRequest]:
+        stream = self.stream
+        for i in range(stream.start_batch, len(stream.plan)):
+            yield stream.request(i)
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+
+class TripletStream(Dataset):
+    """Batches of one KG split for one rank; iterate through ``loader(epoch)``.
+
+    Workers are persistent: each keeps its Neo4j session and its token and image caches from one
+    epoch to the next, and receives every batch as a ``BatchRequest``.
+    """
 
     def __init__(self, settings: Settings, spec: SamplerSpec, featurizer: Featurizer,
                  world_size: int = 1, rank: int = 0):
@@ -80,6 +113,9 @@ class TripletStream(IterableDataset):
         self.start_batch = 0
         self._store: GraphStore | None = None
         self._store_pid = -1
+        self._inherited: list[GraphStore] = []
+        self._loader: DataLoader | None = None
+        self._loader_args: tuple | None = None
         self.relations: list[RelationRow] = self._read(lambda s: s.relations(spec.kg), "reading relations")
 
     # -- main process ------------------------------------------------------------------------
@@ -92,40 +128,43 @@ class TripletStream(IterableDataset):
         self.start_batch = start_batch
         return self.plan
 
+    def request(self, index: int) -> BatchRequest:
+        positions = self.plan.batches[index]
+        t = self.triplets
+        return BatchRequest(self.plan.epoch, index, t.heads[positions], t.rels[positions], t.tails[positions])
+
     def loader(self, epoch: int, start_batch: int = 0, num_workers: int = 2, pin_memory: bool = False,
                prefetch_factor: int = 4) -> DataLoader:
+        """The DataLoader over ``epoch`` (from ``start_batch``); the same one, workers and all, every epoch."""
         self.set_epoch(epoch, start_batch)
-        return DataLoader(self, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                          prefetch_factor=prefetch_factor if num_workers else None,
-                          multiprocessing_context="fork" if num_workers else None)
+        args = (num_workers, pin_memory, prefetch_factor)
+        if self._loader is None or self._loader_args != args:
+            self._loader = DataLoader(
+                self, batch_size=None, sampler=_EpochRequests(self), num_workers=num_workers,
+                pin_memory=pin_memory, prefetch_factor=prefetch_factor if num_workers else None,
+                persistent_workers=num_workers > 0, multiprocessing_context="fork" if num_workers else None)
+            self._loader_args = args
+        return self._loader
 
     def __len__(self) -> int:
         return max(0, len(self.plan) - self.start_batch) if self.plan else 0
 
-    # -- workers -----------------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[TripletBatch]:
-        assert self.plan is not None and self.triplets is not None, "call set_epoch() first"
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        try:
-            for i in range(self.start_batch, len(self.plan)):
-                if (i - self.start_batch) % workers == worker:
-                    yield self.make_batch(i, self.plan.batches[i])
-        finally:
-            if info is not None:  # a worker process: its driver dies with it
-                self.close()
-
     def close(self) -> None:
+        """Stop the workers and close this process's Neo4j driver."""
+        self._loader = None  # dropping the loader shuts its persistent workers down
         if self._store is not None and self._store_pid == os.getpid():
             self._store.driver.close()
         self._store = None
 
-    def make_batch(self, index: int, positions: np.ndarray) -> TripletBatch:
-        t = self.triplets
-        heads, rels, tails = t.heads[positions], t.rels[positions], t.tails[positions]
+    # -- workers -----------------------------------------------------------------------------
+
+    def __getitem__(self, request: BatchRequest) -> TripletBatch:
+        return self.make_batch(request)
+
+    def make_batch(self, request: BatchRequest) -> TripletBatch:
+        heads, rels, tails = request.heads, request.rels, request.tails
         entities = np.unique(np.concatenate([heads, tails]))  # sorted, as triplet_batch orders them
-        nodes, edges = self._neighbourhood(entities, index) if self.spec.hops else (entities, None)
+        nodes, edges = self._neighbourhood(entities, request) if self.spec.hops else (entities, None)
         rows = self._entity_rows(nodes)
         by_idx = {r.idx: r for r in rows}
         candidates, rel_pos = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
@@ -138,7 +177,13 @@ class TripletStream(IterableDataset):
     # -- pieces ------------------------------------------------------------------------------
 
     def _worker_store(self) -> GraphStore:
-        if self._store is None or self._store_pid != os.getpid():
+        if self._store is not None and self._store_pid != os.getpid():
+            # A forked worker inherited the parent's driver, whose sockets it shares: keep it
+            # referenced but unused, since closing it (even by garbage collection) would say
+            # goodbye on the parent's connections.
+            self._inherited.append(self._store)
+            self._store = None
+        if self._store is None:
             self._store = GraphStore(connect(self.settings), self.settings.neo4j_database)
             self._store_pid = os.getpid()
         return self._store
@@ -153,9 +198,9 @@ class TripletStream(IterableDataset):
             raise RuntimeError(f"entities {missing[:5]} of KG {self.spec.kg!r} vanished from Neo4j mid-epoch")
         return [found[int(i)] for i in idxs]
 
-    def _neighbourhood(self, entities: np.ndarray, index: int) -> tuple[np.ndarray, tuple[list, list, list]]:
+    def _neighbourhood(self, entities: np.ndarray, request: BatchRequest) -> tuple[np.ndarray, tuple[list, list, list]]:
         """k-hop sampled neighbourhood: subgraph nodes (batch entities first) and edges by node position."""
-        spec, epoch = self.spec, self.plan.epoch
+        spec, epoch, index = self.spec, request.epoch, request.index
         position = {int(e): i for i, e in enumerate(entities)}
         nodes = [int(e) for e in entities]
         src, dst, rel, seen = [], [], [], set()

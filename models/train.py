@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from kclip.models.features import Featurizer
+from kclip.models.features import featurizer_for
 from kclip.models.knowledge_clip import KnowledgeCLIP
 from kclip.models.sampler import SamplerSpec, TripletStream
 from kclip.models.train_config import TrainConfig
@@ -180,7 +180,7 @@ class Trainer:
             self._restore(checkpoint)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
                     if env.world_size > 1 else None)
-        featurizer = Featurizer(self.model.tokenizer, self.model.preprocess_val, settings.media_root)
+        featurizer = featurizer_for(self.model, settings.media_root, config.data.max_text_tokens)
         d = config.data
         spec = SamplerSpec(kg=kg, split=d.split, batch_size=d.batch_size, seed=config.seed, hops=d.hops,
                            fanout=d.fanout, max_relation_candidates=d.max_relation_candidates)

@@ -31,6 +31,7 @@ class DataConfig(_Strict):
     hops: int = Field(1, ge=0, description="k of the k-hop neighbourhood for G2E; 0 turns subgraphs off")
     fanout: int = Field(8, gt=0, description="neighbours sampled per node per hop")
     max_relation_candidates: int = Field(1024, gt=0)
+    max_text_tokens: int = Field(77, ge=8, le=77, description="entity and relation text is cut to this many tokens")
 
 
 class OptimConfig(_Strict):

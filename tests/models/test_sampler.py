@@ -108,7 +108,8 @@ def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring
     stream = make_stream(spec)
     stream.set_epoch(0)
     position = next(i for i in range(20) if (by_id[int(stream.triplets.heads[i])], by_id[int(stream.triplets.tails[i])]) == ("a0", "a1"))
-    batch = stream.make_batch(0, np.array([position]))
+    stream.plan.batches[0] = np.array([position])
+    batch = stream.make_batch(stream.request(0))
     g = batch.subgraph.graph
     node_ids = [by_id[int(i)] for i in g.ndata["entity_idx"]]
     assert node_ids[:2] == [by_id[int(i)] for i in batch.entity_idx]  # batch entities come first
@@ -126,8 +127,8 @@ def test_fanout_limits_and_sampling_is_deterministic(neo4j_settings, ring_kg, fe
     spec = SamplerSpec(kg=ring_kg, batch_size=2, hops=2, fanout=2)
     stream = make_stream(spec)
     stream.set_epoch(0)
-    a = stream.make_batch(0, stream.plan.batches[0]).subgraph.graph
-    b = stream.make_batch(0, stream.plan.batches[0]).subgraph.graph
+    a = stream.make_batch(stream.request(0)).subgraph.graph
+    b = stream.make_batch(stream.request(0)).subgraph.graph
     assert a.edges()[0].tolist() == b.edges()[0].tolist() and a.ndata["entity_idx"].tolist() == b.ndata["entity_idx"].tolist()
     # each frontier node contributes at most `fanout` edges per hop
     assert a.num_edges() <= 2 * 2 + 2 * 2 * 2

@@ -1,0 +1,121 @@
+"""Quality benchmark: what the knowledge objectives buy, measured against baselines in the same run.
+
+    .venv/bin/python bench/quality.py wn18rr --minutes 30 --config tiny --set data.batch_size=128
+    .venv/bin/python bench/quality.py scenes --steps 400 --images 600
+
+wn18rr: train from random init within a time budget (steps calibrated on this machine first),
+        then filtered test MRR / Hits@10, against the same model untrained (baseline) and the
+        published TransE / RotatE numbers.
+scenes: synthetic scene graphs; plain CLIP fine-tuning (image-text contrastive only) vs
+        Knowledge-CLIP, same data, steps and seed: relation-swap accuracy and retrieval R@k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from common import DEFAULT_WN18RR, ensure_kg
+from kclip.kg_loaders.synth_scene_graphs import generate_scene_graphs
+from kclip.models.compare import compare
+from kclip.models.evaluate import evaluate
+from kclip.models.inference import load_run
+from kclip.models.train import train
+from kclip.models.train_config import load_train_config
+from kclip.platform.neo4j_client import open_graph_store
+from kclip.platform.registry import Registry
+from kclip.platform.settings import get_settings
+
+PUBLISHED = {"TransE": (0.226, 0.501), "RotatE": (0.476, 0.571)}  # WN18RR test MRR, Hits@10
+
+
+def overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_and_eval(settings, kg: str, config, name: str, device: str, max_triplets: int | None) -> dict:
+    train(settings, kg, config, run_name=name, device=device)
+    with open_graph_store(settings) as store:
+        return evaluate(load_run(settings, name, device), store, kg, "test", max_triplets=max_triplets)
+
+
+def wn18rr(args, settings) -> None:
+    config = load_train_config(args.config, overrides(args.set))
+    with open_graph_store(settings) as store:
+        ensure_kg(store, settings, args.kg, "tsv", Path(args.wn18rr))
+    stamp = time.strftime("%m%d-%H%M%S")
+    calibrate = f"q-{stamp}-calibrate"
+    train(settings, args.kg, config.model_copy(update={"max_steps": 30}), run_name=calibrate, device=args.device,
+          progress=False)
+    rates = [v for _, _, v in Registry(settings.registry).metrics(calibrate, "steps_per_s")][1:]
+    steps = max(10, int(args.minutes * 60 * sum(rates) / len(rates) * 0.95))
+    print(f"calibrated: {sum(rates) / len(rates):.2f} steps/s -> {steps} steps in {args.minutes} minutes")
+    untrained = config.model_copy(update={"max_steps": 1, "optim": config.optim.model_copy(update={"lr": 1e-12})})
+    base = run_and_eval(settings, args.kg, untrained, f"q-{stamp}-untrained", args.device, args.max_triplets)
+    started = time.perf_counter()
+    trained = run_and_eval(settings, args.kg, config.model_copy(update={"max_steps": steps}), f"q-{stamp}-trained",
+                           args.device, args.max_triplets)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\nWN18RR test (filtered, {int(trained['triplets'])} triplets, heads and tails), config {args.config}, "
+          f"{steps} steps, {minutes:.1f} min train+eval on {args.device}")
+    print(f"{'':12}{'MRR':>8}{'Hits@1':>8}{'Hits@10':>9}{'rel MRR':>9}")
+    for label, m in (("untrained", base), ("trained", trained)):
+        print(f"{label:12}{m['mrr']:8.4f}{m['hits@1']:8.4f}{m['hits@10']:9.4f}{m['relation_mrr']:9.4f}")
+    for label, (mrr, hits) in PUBLISHED.items():
+        print(f"{label + ' (pub.)':12}{mrr:8.3f}{'':8}{hits:9.3f}")
+    print(f"trained / untrained: MRR {_ratio(trained, base, 'mrr')}, Hits@10 {_ratio(trained, base, 'hits@10')}")
+
+
+def _ratio(new: dict, old: dict, key: str) -> str:
+    return f"{new[key] / old[key]:.1f}x" if old[key] > 0 else f"{new[key]:.4f} vs 0"
+
+
+def scenes(args, settings) -> None:
+    config = load_train_config(args.config, {"max_steps": args.steps, **overrides(args.set)})
+    out = settings.home / "bench" / f"scenes-{args.images}"
+    if not (out / "scene_graphs.json").is_file():
+        generate_scene_graphs(out, images=args.images, seed=0)
+    kg = f"bench-scenes-{args.images}"
+    with open_graph_store(settings) as store:
+        ensure_kg(store, settings, kg, "visual-genome", out)
+    results = compare(settings, kg, config, f"q-{time.strftime('%m%d-%H%M%S')}", ["clip", "knowledge-clip"],
+                      device=args.device)
+    metrics = ("swap_accuracy", "i2t_r@1", "i2t_r@5", "t2i_r@1", "t2i_r@5", "mrr", "hits@10")
+    print(f"\nsynthetic scene graphs ({args.images} images), {args.steps} steps each, config {args.config}")
+    print(f"{'':16}" + "".join(f"{m:>14}" for m in metrics))
+    for r in results:
+        print(f"{r.variant:16}" + "".join(f"{r.metrics.get(m, float('nan')):14.3f}" for m in metrics))
+    clip, kc = results[0].metrics, results[1].metrics
+    print("knowledge-clip / clip: " + ", ".join(
+        f"{m} {kc[m] / clip[m]:.2f}x" for m in metrics if m in kc and m in clip and clip[m] > 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["wn18rr", "scenes"])
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--minutes", type=float, default=30.0, help="wn18rr: training budget")
+    parser.add_argument("--kg", default="wn18rr")
+    parser.add_argument("--wn18rr", default=str(DEFAULT_WN18RR))
+    parser.add_argument("--max-triplets", type=int, default=None, help="wn18rr: evaluate a subset")
+    parser.add_argument("--steps", type=int, default=400, help="scenes: steps per variant")
+    parser.add_argument("--images", type=int, default=600, help="scenes: synthetic images")
+    args = parser.parse_args()
+    (wn18rr if args.part == "wn18rr" else scenes)(args, get_settings())
+
+
+if __name__ == "__main__":
+    main()
