@@ -9,6 +9,7 @@ validates, stores images and writes to Neo4j.
 from __future__ import annotations
 
 import hashlib
+import gzip
 import json
 import re
 import math
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from kclip.platform.errors import ConfigError, InputError
 from kclip.platform.records import KG_NAME_PATTERN, PATTERN_PROBLEMS, SPLITS, Entity, Record, Reject, Relation, SourceRef, Split, Triplet
 
+GZIP_MAGIC = b"\x1f\x8b"
 RecordT = TypeVar("RecordT", Entity, Relation, Triplet)
 
 
@@ -93,23 +95,35 @@ class KGLoader(ABC):
     # -- helpers for subclasses ----------------------------------------------------------------
 
     def read_lines(self, path: Path, expected: str) -> Iterator[tuple[SourceRef, str] | Reject]:
-        """Lines of a UTF-8 text file without their line ends; invalid UTF-8 becomes a ``Reject``.
+        """Lines of a UTF-8 text file (gzipped or not) without their line ends and blank lines;
+        invalid UTF-8 becomes a ``Reject``.
 
         ``expected`` describes a line's format, for the error raised when the file is empty.
+        ``bytes_read`` counts bytes on disk (compressed ones for gzip), as the progress total does.
         """
+        number = 0
         seen_content = False
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                self.bytes_read += len(raw)
-                source = SourceRef(str(path), number)
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as exc:
-                    yield Reject(source=source, problem=f"invalid UTF-8 at byte {exc.start} of the line")
-                    continue
-                if line.strip():
-                    seen_content = True
-                    yield source, line
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+            counted = 0
+            try:
+                for number, data in enumerate(stream, start=1):
+                    position = raw.tell()
+                    self.bytes_read += position - counted
+                    counted = position
+                    source = SourceRef(str(path), number)
+                    try:
+                        line = data.decode("utf-8").rstrip("\r\n")
+                    except UnicodeDecodeError as exc:
+                        yield Reject(source=source, problem=f"invalid UTF-8 at byte {exc.start} of the line")
+                        continue
+                    if line.strip():
+                        seen_content = True
+                        yield source, line
+            except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; truncation is EOFError
+                raise InputError(path, number + 1, f"corrupt gzip data: {exc}") from None
         if not seen_content:
             raise InputError(path, None, f"empty file; expected lines of {expected}")
 

@@ -36,7 +36,6 @@ land in two splits.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from pathlib import Path
@@ -51,7 +50,6 @@ from kclip.platform.records import Entity, Record, Reject, Relation, SourceRef, 
 FIELDS = ("assertion URI", "relation", "start concept", "end concept", "info JSON")
 SKIPPED_RELATIONS = ("/r/ExternalURL",)
 SKIPPED_RELATION_PREFIXES = ("/r/dbpedia/",)
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class ConceptNetOptions(SplitRatioOptions):
@@ -86,7 +84,7 @@ class ConceptNetLoader(KGLoader):
         languages = set(self.options.languages)
         seen_entities: set[str] = set()
         seen_relations: set[str] = set()
-        for item in self._lines(path):
+        for item in self.read_lines(path, ' <TAB> '.join(FIELDS)):
             if isinstance(item, Reject):
                 yield item
                 continue
@@ -137,35 +135,6 @@ class ConceptNetLoader(KGLoader):
         if weight < self.options.min_weight:
             return None
         return source, relation, [(f"/c/{lang}/{term}", term.replace("_", " ")) for lang, term in concepts]
-
-    def _lines(self, path: Path) -> Iterator[tuple[SourceRef, str] | Reject]:
-        """Like ``read_lines``, but through gzip when the file is gzipped; counts compressed bytes."""
-        number = 0
-        seen_content = False
-        with open(path, "rb") as raw:
-            gzipped = raw.read(2) == _GZIP_MAGIC
-            raw.seek(0)
-            stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
-            counted = 0
-            try:
-                for number, data in enumerate(stream, start=1):
-                    # The progress bar's total is the size on disk, so count bytes consumed there.
-                    position = raw.tell()
-                    self.bytes_read += position - counted
-                    counted = position
-                    source = SourceRef(str(path), number)
-                    try:
-                        line = data.decode("utf-8").rstrip("\r\n")
-                    except UnicodeDecodeError as exc:
-                        yield Reject(source=source, problem=f"invalid UTF-8 at byte {exc.start} of the line")
-                        continue
-                    if line.strip():
-                        seen_content = True
-                        yield source, line
-            except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; truncation is EOFError
-                raise InputError(path, number + 1, f"corrupt gzip data: {exc}") from None
-        if not seen_content:
-            raise InputError(path, None, f"empty file; expected lines of {' <TAB> '.join(FIELDS)}")
 
 
 def _concept(uri: str) -> tuple[str, str] | None:
