@@ -30,6 +30,7 @@ from kclip.models.batch import SubgraphBatch, TripletBatch
 from kclip.models.batching import candidate_relations, triplet_batch
 from kclip.models.dgl_compat import import_dgl
 from kclip.models.features import Featurizer
+from kclip.platform.errors import KclipError
 from kclip.platform.graph_store import EntityRow, GraphStore, RelationRow, TripletArrays
 from kclip.platform.neo4j_client import connect, with_reconnect
 from kclip.platform.settings import Settings
@@ -116,6 +117,11 @@ class TripletStream(Dataset):
         self._inherited: list[GraphStore] = []
         self._loader: DataLoader | None = None
         self._loader_args: tuple | None = None
+        # Entity rows fetched this epoch (per worker). An entity recurs in many batches of an
+        # epoch; refetching it each time costs Neo4j round trips. Cleared when the epoch changes,
+        # so edits made in Neo4j reach training by the next epoch at the latest.
+        self._rows: dict[int, EntityRow] = {}
+        self._rows_epoch = -1
         self.relations: list[RelationRow] = self._read(lambda s: s.relations(spec.kg), "reading relations")
 
     # -- main process ------------------------------------------------------------------------
@@ -165,7 +171,7 @@ class TripletStream(Dataset):
         heads, rels, tails = request.heads, request.rels, request.tails
         entities = np.unique(np.concatenate([heads, tails]))  # sorted, as triplet_batch orders them
         nodes, edges = self._neighbourhood(entities, request) if self.spec.hops else (entities, None)
-        rows = self._entity_rows(nodes)
+        rows = self._entity_rows(nodes, request.epoch)
         by_idx = {r.idx: r for r in rows}
         candidates, rel_pos = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
         batch = triplet_batch(self.featurizer, [by_idx[int(h)] for h in heads], rel_pos,
@@ -191,12 +197,17 @@ class TripletStream(Dataset):
     def _read(self, fn, what: str):
         return with_reconnect(lambda: fn(self._worker_store()), self.spec.reconnect_timeout, what)
 
-    def _entity_rows(self, idxs: np.ndarray) -> list[EntityRow]:
-        found = {r.idx: r for r in self._read(lambda s: s.entity_content(self.spec.kg, idxs), "reading entities")}
-        missing = [int(i) for i in idxs if int(i) not in found]
+    def _entity_rows(self, idxs: np.ndarray, epoch: int) -> list[EntityRow]:
+        if epoch != self._rows_epoch:
+            self._rows, self._rows_epoch = {}, epoch
+        wanted = [int(i) for i in idxs if int(i) not in self._rows]
+        if wanted:
+            fetched = self._read(lambda s: s.entity_content(self.spec.kg, wanted), "reading entities")
+            self._rows.update((r.idx, r) for r in fetched)
+        missing = [i for i in wanted if i not in self._rows]
         if missing:
-            raise RuntimeError(f"entities {missing[:5]} of KG {self.spec.kg!r} vanished from Neo4j mid-epoch")
-        return [found[int(i)] for i in idxs]
+            raise KclipError(f"entities {missing[:5]} of KG {self.spec.kg!r} vanished from Neo4j mid-epoch")
+        return [self._rows[int(i)] for i in idxs]
 
     def _neighbourhood(self, entities: np.ndarray, request: BatchRequest) -> tuple[np.ndarray, tuple[list, list, list]]:
         """k-hop sampled neighbourhood: subgraph nodes (batch entities first) and edges by node position."""

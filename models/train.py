@@ -2,7 +2,9 @@
 
     kclip train --kg scenes --config tiny --max-steps 100            # a CPU, minutes
     kclip train --kg wn18rr --config vit-b-16 --device cuda          # one GPU, bf16
-    torchrun --nproc-per-node 8 -m kclip train --kg vg --config vit-b-16 --device cuda   # DDP
+    torchrun --nproc-per-node 8 -m kclip -- train --kg vg --config vit-b-16 --device cuda   # DDP
+
+(The "--" keeps torchrun from reading our --run as an abbreviation of its own --run-path.)
     kclip train --resume RUN                                         # continue a killed run
 
 The loop reads top to bottom: build, then for each epoch a fresh DataLoader over that epoch's

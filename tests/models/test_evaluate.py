@@ -79,3 +79,17 @@ def test_embed_writes_vectors_the_vector_index_returns(trained, graph_store, rin
     found = graph_store.similar_entities(ring_kg, query_id, k=3)
     assert [row.idx for row, _ in found] == order[:3]
     assert all(0 <= score <= 1 for _, score in found)
+
+
+def test_compare_trains_each_variant_on_the_same_budget(neo4j_settings, ring_kg):
+    from kclip.models.compare import compare
+
+    config = load_train_config("tiny", {"max_steps": 3, "data.num_workers": 0, "data.batch_size": 8})
+    results = compare(neo4j_settings, ring_kg, config, f"{ring_kg}-cmp", ["clip", "knowledge-clip", "no-kd"],
+                      progress=False)
+    by_variant = {r.variant: r for r in results}
+    assert by_variant["no-kd"].note  # kd is already 0 from random init: nothing to ablate
+    for variant in ("clip", "knowledge-clip"):
+        run = by_variant[variant]
+        assert "mrr" in run.metrics and load_run(neo4j_settings, run.run).step == 3
+    assert load_run(neo4j_settings, by_variant["clip"].run).model.entity_head is None  # CLIP has no E2E head
