@@ -46,6 +46,7 @@ class SamplerSpec:
     fanout: int = 8
     graph_splits: tuple[str, ...] = ("train",)  # neighbourhoods never see dev/test triplets
     max_relation_candidates: int = 1024
+    relations: tuple[str, ...] | None = None  # only triplets of these relations (None: all)
     reconnect_timeout: float = 300.0
 
 
@@ -69,6 +70,12 @@ class EpochPlan:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def _yield_to_trainer(worker_id: int) -> None:
+    """Workers run at a lower priority: where they share CPU cores with the training step, they
+    fill its idle moments instead of preempting it."""
+    os.nice(5)
 
 
 @dataclass(frozen=True)
@@ -129,10 +136,18 @@ class TripletStream(Dataset):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> EpochPlan:
         """Read the split's triplets afresh and fix this epoch's order; skip ``start_batch`` batches."""
         spec = self.spec
-        self.triplets = self._read(lambda s: s.triplet_arrays(spec.kg, spec.split), "reading triplets")
+        triplets = self._read(lambda s: s.triplet_arrays(spec.kg, spec.split), "reading triplets")
+        self.triplets = self._only_wanted(triplets)
         self.plan = EpochPlan.make(len(self.triplets), spec.batch_size, spec.seed, epoch, self.world_size, self.rank)
         self.start_batch = start_batch
         return self.plan
+
+    def _only_wanted(self, triplets: TripletArrays) -> TripletArrays:
+        if self.spec.relations is None:
+            return triplets
+        wanted = [r.idx for r in self.relations if r.name in self.spec.relations]
+        keep = np.isin(triplets.rels, wanted)
+        return TripletArrays(triplets.heads[keep], triplets.rels[keep], triplets.tails[keep])
 
     def request(self, index: int) -> BatchRequest:
         positions = self.plan.batches[index]
@@ -148,7 +163,8 @@ class TripletStream(Dataset):
             self._loader = DataLoader(
                 self, batch_size=None, sampler=_EpochRequests(self), num_workers=num_workers,
                 pin_memory=pin_memory, prefetch_factor=prefetch_factor if num_workers else None,
-                persistent_workers=num_workers > 0, multiprocessing_context="fork" if num_workers else None)
+                persistent_workers=num_workers > 0, multiprocessing_context="fork" if num_workers else None,
+                worker_init_fn=_yield_to_trainer if num_workers else None)
             self._loader_args = args
         return self._loader
 

@@ -185,7 +185,8 @@ class Trainer:
         featurizer = featurizer_for(self.model, settings.media_root, config.data.max_text_tokens)
         d = config.data
         spec = SamplerSpec(kg=kg, split=d.split, batch_size=d.batch_size, seed=config.seed, hops=d.hops,
-                           fanout=d.fanout, max_relation_candidates=d.max_relation_candidates)
+                           fanout=d.fanout, max_relation_candidates=d.max_relation_candidates,
+                           relations=tuple(d.relations) if d.relations is not None else None)
         self.stream = TripletStream(settings, spec, featurizer, env.world_size, env.rank)
 
     def _restore(self, checkpoint: dict) -> None:

@@ -32,6 +32,7 @@ class DataConfig(_Strict):
     fanout: int = Field(8, gt=0, description="neighbours sampled per node per hop")
     max_relation_candidates: int = Field(1024, gt=0)
     max_text_tokens: int = Field(77, ge=8, le=77, description="entity and relation text is cut to this many tokens")
+    relations: list[str] | None = Field(None, description="train only on triplets of these relations (names)")
 
 
 class OptimConfig(_Strict):

@@ -114,7 +114,11 @@ def test_main_flow(app_url: str, browser: WebDriver, ui_kg) -> None:
 
     # Pick the KG in the "Current KG" selectbox.
     picker = wait_for(browser, element_with_text('[data-testid="stSelectbox"]', "Current KG"), "the KG picker")
-    picker.find_element(By.CSS_SELECTOR, "input").click()
+    box = picker.find_element(By.CSS_SELECTOR, "input")
+    box.click()
+    # Type to filter, as a user with many KGs would: the option list is virtualised, so an option
+    # far down it is not in the page at all until the list is narrowed.
+    box.send_keys(kg)
     wait_for(browser, element_with_text('[role="option"]', kg), f"the option {kg}").click()
     wait_for(browser, lambda d: query(d).get("kg") == kg, f"?kg={kg} in the URL")
 
