@@ -50,12 +50,12 @@ from pydantic import PositiveInt
 from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, hashed_split
 from kclip.kg_loaders.json_stream import iter_json_array
 from kclip.platform.errors import InputError
-from kclip.platform.records import (CAPTION_OF, IMAGE_OF, Entity, ImageSource, Record, Reject, Relation, SourceRef,
+from kclip.platform.records import (CAPTION_OF, IMAGE_OF, IN_IMAGE, Entity, ImageSource, Record, Reject, Relation, SourceRef,
                                     Split, Triplet)
 
 DEFAULT_IMAGE_DIRS = ("images", "VG_100K", "VG_100K_2")
 IMAGE_EXTENSIONS = (".jpg", ".png")
-IS_A, HAS_ATTRIBUTE, IN_IMAGE = "is a", "has attribute", "in image"
+IS_A, HAS_ATTRIBUTE = "is a", "has attribute"
 
 
 class VisualGenomeOptions(SplitRatioOptions):

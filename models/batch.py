@@ -8,8 +8,12 @@ relations, L text context length (77 for CLIP's tokenizer).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # DGL is imported lazily, through models/dgl_compat.py
+    import dgl
 
 
 @dataclass
@@ -23,7 +27,7 @@ class SubgraphBatch:
     as subgraph node indices. Message passing takes ``edge_index(device)`` to run on any device.
     """
 
-    graph: "dgl.DGLGraph"  # noqa: F821 - dgl is imported lazily (see models/dgl_compat.py)
+    graph: "dgl.DGLGraph"
     neighbour_text_tokens: torch.Tensor  # (Nt, L) long
     neighbour_text_rows: torch.Tensor  # (Nt,) long
     neighbour_images: torch.Tensor  # (Ni, 3, H, W) float

@@ -17,14 +17,13 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from kclip.kg_loaders.visual_genome import IN_IMAGE
 from kclip.models.batching import triplet_batch
 from kclip.models.inference import EntityEmbeddings, LoadedRun, embed_kg, link_queries, relation_scores
 from kclip.models.metrics import KnownTriplets, RankEvaluator, realistic_ranks, recall_at
 from kclip.platform.errors import KclipError
 from kclip.platform.graph_store import GraphStore, RelationRow, TripletArrays
 from kclip.platform.progress import Progress
-from kclip.platform.records import IMAGE_OF, SPLITS
+from kclip.platform.records import IMAGE_OF, IN_IMAGE, SPLITS
 
 
 def evaluate(run: LoadedRun, store: GraphStore, kg: str, split: str = "test", batch_size: int = 64,

@@ -130,6 +130,8 @@ Record = Union[Entity, Relation, Triplet, Reject]
 # The trainer finds image-text pairs by these relation names: (image, IMAGE_OF, text), (text, CAPTION_OF, image).
 IMAGE_OF = "image of"
 CAPTION_OF = "caption of"
+# Scene graphs tie each object to its image by this relation; the relation-swap test follows it.
+IN_IMAGE = "in image"
 
 
 def readable_relation(name: str) -> str:

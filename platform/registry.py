@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, create_engine, delete, select
 from sqlalchemy.engine import Engine

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import time
-from pathlib import Path
 
 import numpy as np
 import open_clip
