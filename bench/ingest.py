@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from common import DEFAULT_WN18RR
 from kclip.kg_loaders.tsv import TsvLoader
 from kclip.platform.ingest import load_kg
 from kclip.platform.media import MediaStore
@@ -29,7 +30,6 @@ from kclip.platform.neo4j_client import open_graph_store
 from kclip.platform.records import Relation
 from kclip.platform.settings import get_settings
 
-DEFAULT_WN18RR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wn18rr"
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 
 

@@ -13,7 +13,6 @@ scenes: synthetic scene graphs; plain CLIP fine-tuning (image-text contrastive o
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,10 +21,9 @@ import torch
 from common import DEFAULT_WN18RR, ensure_kg
 from kclip.kg_loaders.synth_scene_graphs import generate_scene_graphs
 from kclip.models.compare import compare
-from kclip.models.evaluate import evaluate
-from kclip.models.inference import load_run
+from kclip.models.evaluate import evaluate_and_record
 from kclip.models.train import train
-from kclip.models.train_config import load_train_config
+from kclip.models.train_config import load_train_config, parse_overrides
 from kclip.platform.neo4j_client import open_graph_store
 from kclip.platform.registry import Registry
 from kclip.platform.settings import get_settings
@@ -33,25 +31,13 @@ from kclip.platform.settings import get_settings
 PUBLISHED = {"TransE": (0.226, 0.501), "RotatE": (0.476, 0.571)}  # WN18RR test MRR, Hits@10
 
 
-def overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def run_and_eval(settings, kg: str, config, name: str, device: str, max_triplets: int | None) -> dict:
     train(settings, kg, config, run_name=name, device=device)
-    with open_graph_store(settings) as store:
-        return evaluate(load_run(settings, name, device), store, kg, "test", max_triplets=max_triplets)
+    return evaluate_and_record(settings, name, kg, "test", device, max_triplets)
 
 
 def wn18rr(args, settings) -> None:
-    config = load_train_config(args.config, overrides(args.set))
+    config = load_train_config(args.config, parse_overrides(args.set))
     with open_graph_store(settings) as store:
         ensure_kg(store, settings, args.kg, "tsv", Path(args.wn18rr))
     stamp = time.strftime("%m%d-%H%M%S")
@@ -82,7 +68,7 @@ def _ratio(new: dict, old: dict, key: str) -> str:
 
 
 def scenes(args, settings) -> None:
-    config = load_train_config(args.config, {"max_steps": args.steps, **overrides(args.set)})
+    config = load_train_config(args.config, {"max_steps": args.steps, **parse_overrides(args.set)})
     out = settings.home / "bench" / f"scenes-{args.images}"
     if not (out / "scene_graphs.json").is_file():
         generate_scene_graphs(out, images=args.images, seed=0)

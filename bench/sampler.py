@@ -19,7 +19,7 @@ import torch
 from common import DEFAULT_WN18RR, ensure_kg
 from kclip.models.features import featurizer_for
 from kclip.models.knowledge_clip import KnowledgeCLIP
-from kclip.models.sampler import SamplerSpec, TripletStream
+from kclip.models.sampler import TripletStream, spec_from_config
 from kclip.models.train import autocast_for, build_optimizer
 from kclip.models.train_config import load_train_config
 from kclip.platform.neo4j_client import open_graph_store
@@ -60,7 +60,7 @@ def main() -> None:
     model = KnowledgeCLIP(config.model, config.losses).to(device)
     optimizer = build_optimizer(model, config, device)
     d = config.data
-    spec = SamplerSpec(kg=args.kg, batch_size=d.batch_size, hops=d.hops, fanout=d.fanout, seed=0)
+    spec = spec_from_config(args.kg, config)
     stream = TripletStream(settings, spec, featurizer_for(model, settings.media_root, d.max_text_tokens))
 
     def live_batches(epoch: int):

@@ -15,12 +15,13 @@ import re
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, TypeVar
+from typing import Any, ClassVar, Generator, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from kclip.platform.errors import ConfigError, InputError
-from kclip.platform.records import KG_NAME_PATTERN, PATTERN_PROBLEMS, SPLITS, Entity, Record, Reject, Relation, SourceRef, Split, Triplet
+from kclip.platform.records import (KG_NAME_PATTERN, PATTERN_PROBLEMS, SPLITS, Entity, Record, Reject, Relation,
+                                    SourceRef, Split, Triplet, readable_relation)
 
 GZIP_MAGIC = b"\x1f\x8b"
 RecordT = TypeVar("RecordT", Entity, Relation, Triplet)
@@ -78,6 +79,7 @@ class KGLoader(ABC):
         if not self.path.exists():
             raise InputError(self.path, None, f"not found (the {self.format} loader expects {self.expects()})")
         self.bytes_read = 0
+        self.relations_used: set[str] = set()  # names ``first_use`` has yielded
 
     @classmethod
     def expects(cls) -> str:
@@ -93,6 +95,43 @@ class KGLoader(ABC):
         """Yield records; raise ``InputError`` for problems that spoil a whole file."""
 
     # -- helpers for subclasses ----------------------------------------------------------------
+
+    def count_bytes(self, n: int) -> None:
+        """Add ``n`` bytes read to ``bytes_read`` (the progress bar's count); the ``on_bytes``
+        callback of ``json_stream``."""
+        self.bytes_read += n
+
+    def first_use(self, name: str, source: SourceRef, text: str | None = None, *,
+                  reject_each_use: bool = False) -> Generator[Relation | Reject, None, bool]:
+        """Yield relation ``name`` the first time it is used, so it precedes its triplets; nothing after.
+
+        ``text`` defaults to ``readable_relation(name)``. An invalid name yields a ``Reject`` once, or,
+        with ``reject_each_use``, at every use (so each row using it is rejected). Returns False when
+        it has just yielded a ``Reject``. Loaders clear ``relations_used`` when ``records`` starts,
+        so every pass yields its relations.
+        """
+        if name in self.relations_used:
+            return True
+        relation = self.make(Relation, source, name=name, text=readable_relation(name) if text is None else text)
+        valid = isinstance(relation, Relation)
+        if valid or not reject_each_use:
+            self.relations_used.add(name)
+        yield relation
+        return valid
+
+    def read_fields(self, path: Path, names: tuple[str, ...], exact: bool = True,
+                    expected: str | None = None) -> Iterator[tuple[SourceRef, list[str]] | Reject]:
+        """``read_lines`` then ``split_fields``: each line's fields, or a ``Reject`` for a bad line.
+
+        ``expected`` describes a line for the empty-file error; default: ``names`` joined by " <TAB> ".
+        """
+        for item in self.read_lines(path, " <TAB> ".join(names) if expected is None else expected):
+            if isinstance(item, Reject):
+                yield item
+                continue
+            source, line = item
+            fields = split_fields(source, line, names, exact)
+            yield fields if isinstance(fields, Reject) else (source, fields)
 
     def read_lines(self, path: Path, expected: str) -> Iterator[tuple[SourceRef, str] | Reject]:
         """Lines of a UTF-8 text file (gzipped or not) without their line ends and blank lines;

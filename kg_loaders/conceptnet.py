@@ -43,9 +43,9 @@ from typing import Iterator
 
 from pydantic import field_validator
 
-from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, hashed_split, split_fields
+from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, hashed_split
 from kclip.platform.errors import InputError
-from kclip.platform.records import Entity, Record, Reject, Relation, SourceRef, Triplet, readable_relation
+from kclip.platform.records import Entity, Record, Reject, SourceRef, Triplet
 
 FIELDS = ("assertion URI", "relation", "start concept", "end concept", "info JSON")
 SKIPPED_RELATIONS = ("/r/ExternalURL",)
@@ -83,8 +83,8 @@ class ConceptNetLoader(KGLoader):
         path = self.input_files()[0]
         languages = set(self.options.languages)
         seen_entities: set[str] = set()
-        seen_relations: set[str] = set()
-        for item in self.read_lines(path, ' <TAB> '.join(FIELDS)):
+        self.relations_used.clear()
+        for item in self.read_fields(path, FIELDS):
             if isinstance(item, Reject):
                 yield item
                 continue
@@ -95,9 +95,7 @@ class ConceptNetLoader(KGLoader):
                 yield parsed
                 continue
             source, relation, concepts = parsed
-            if relation not in seen_relations:
-                seen_relations.add(relation)
-                yield self.make(Relation, source, name=relation, text=readable_relation(relation))
+            yield from self.first_use(relation, source)
             for entity_id, text in concepts:
                 if entity_id not in seen_entities:
                     seen_entities.add(entity_id)
@@ -108,12 +106,9 @@ class ConceptNetLoader(KGLoader):
                 split = hashed_split(f"{head}\t{relation}\t{tail}", self.options.split_ratios)
             yield self.make(Triplet, source, head=head, relation=relation, tail=tail, split=split)
 
-    def _assertion(self, source: SourceRef, line: str, languages: set[str]
+    def _assertion(self, source: SourceRef, fields: list[str], languages: set[str]
                    ) -> tuple[SourceRef, str, list[tuple[str, str]]] | Reject | None:
         """(source, relation, [(id, text) of start, end]) for a kept line; None for a skipped one."""
-        fields = split_fields(source, line, FIELDS)
-        if isinstance(fields, Reject):
-            return fields
         uri, relation, start, end, info = fields
         if not uri.startswith("/a/"):
             return Reject(source=source, problem=f"assertion URI must start with /a/, got {uri[:80]!r}")

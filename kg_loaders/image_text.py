@@ -97,15 +97,12 @@ class ImageTextLoader(KGLoader):
         nested = self.path.parent / "images" / name
         return nested if not beside.exists() and nested.exists() else beside
 
-    def _count(self, n: int) -> None:
-        self.bytes_read += n
-
     # -- COCO Captions -------------------------------------------------------------------------
 
     def _coco_pairs(self, path: Path) -> Iterator[Pair | Reject]:
         files: dict[int | str, str] = {}  # image id -> file name
         held: list[tuple[SourceRef, Any]] = []  # annotations met before any image
-        for key, line, value in iter_json_members(path, self._count, stream=("images", "annotations")):
+        for key, line, value in iter_json_members(path, self.count_bytes, stream=("images", "annotations")):
             source = SourceRef(str(path), line)
             if key == "images":
                 problem = _coco_image(value, files)

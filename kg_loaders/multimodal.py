@@ -52,8 +52,7 @@ from typing import Any, Iterator
 from kclip.kg_loaders.base import KGLoader, LoaderOptions
 from kclip.kg_loaders.json_stream import iter_json_array, iter_json_members
 from kclip.platform.errors import InputError
-from kclip.platform.records import (IMAGE_OF, Entity, ImageSource, Record, Reject, Relation, SourceRef, Triplet,
-                                    readable_relation)
+from kclip.platform.records import IMAGE_OF, Entity, ImageSource, Record, Reject, SourceRef, Triplet
 
 HAS_IMAGE = "has image"
 NODES_FILE = "nodes.json"
@@ -86,23 +85,20 @@ class MultimodalLoader(KGLoader):
         nodes_path, edges_path = self.input_files()
         self._nodes: dict[str, SourceRef] = {}  # node id -> where it was defined
         self._images: set[str] = set()
-        self._relations: set[str] = set()
+        self.relations_used.clear()
         for source, key, node in self._node_items(nodes_path):
             yield from self._node_records(source, key, node)
-        for line, edge in iter_json_array(edges_path, self._count):
+        for line, edge in iter_json_array(edges_path, self.count_bytes):
             yield from self._edge_records(SourceRef(str(edges_path), line), edge)
-
-    def _count(self, n: int) -> None:
-        self.bytes_read += n
 
     def _node_items(self, path: Path) -> Iterator[tuple[SourceRef, str | None, Any]]:
         """(source, key, node) per node; key is None in the array form."""
         first = _first_char(path)
         if first == "[":
-            for line, node in iter_json_array(path, self._count):
+            for line, node in iter_json_array(path, self.count_bytes):
                 yield SourceRef(str(path), line), None, node
         elif first == "{":
-            for key, line, node in iter_json_members(path, self._count):
+            for key, line, node in iter_json_members(path, self.count_bytes):
                 yield SourceRef(str(path), line), key, node
         elif first == "":
             raise InputError(path, None, "empty file; expected a JSON object or array of nodes")
@@ -131,8 +127,8 @@ class MultimodalLoader(KGLoader):
                 self._images.add(image_id)
                 image_file = ImageSource(path=images_dir / image)
                 yield self.make(Entity, source, id=image_id, modality="image", image=image_file)
-            yield from self._relation(source, IMAGE_OF)
-            yield from self._relation(source, HAS_IMAGE)
+            yield from self.first_use(IMAGE_OF, source)
+            yield from self.first_use(HAS_IMAGE, source)
             yield self.make(Triplet, source, head=image_id, relation=IMAGE_OF, tail=node_id)
             yield self.make(Triplet, source, head=node_id, relation=HAS_IMAGE, tail=image_id)
 
@@ -150,20 +146,9 @@ class MultimodalLoader(KGLoader):
                 problem = f"edge names unknown node {node_id!r} (not defined in {NODES_FILE})"
                 yield Reject(source=source, problem=problem)
                 return
-        if not (yield from self._relation(source, relation)):
+        if not (yield from self.first_use(relation, source, reject_each_use=True)):  # each such edge is rejected
             return
         yield self.make(Triplet, source, head=head, relation=relation, tail=tail, split=raw.get("split", "train"))
-
-    def _relation(self, source: SourceRef, name: str) -> Iterator[Record]:
-        """Yield the relation the first time it is used; returns False when its name is invalid."""
-        if name in self._relations:
-            return True
-        relation = self.make(Relation, source, name=name, text=readable_relation(name))
-        yield relation
-        if isinstance(relation, Reject):
-            return False
-        self._relations.add(name)
-        return True
 
 
 def _first_char(path: Path) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from kclip.kg_loaders.base import KGLoader, LoaderOptions, split_fields
+from kclip.kg_loaders.base import KGLoader, LoaderOptions
 from kclip.platform.errors import InputError
 from kclip.platform.records import Entity, Record, Reject, Relation, Triplet
 
@@ -56,16 +56,11 @@ class TsvLoader(KGLoader):
             yield from self._entities()
         implied: set[str] = set()  # without entity2text.txt, entities are implied by the triplets
         for split, path in splits:
-            for item in self.read_lines(path, "head<TAB>relation<TAB>tail"):
+            for item in self.read_fields(path, ("head", "relation", "tail"), expected="head<TAB>relation<TAB>tail"):
                 if isinstance(item, Reject):
                     yield item
                     continue
-                source, line = item
-                fields = split_fields(source, line, ("head", "relation", "tail"))
-                if isinstance(fields, Reject):
-                    yield fields
-                    continue
-                head, relation, tail = fields
+                source, (head, relation, tail) = item
                 if not has_entity_file:
                     for entity_id in (head, tail):
                         if entity_id not in implied:
@@ -77,22 +72,18 @@ class TsvLoader(KGLoader):
         path = self.path / self.options.relation_text_file
         if not path.is_file():
             return
-        for item in self.read_lines(path, "relation<TAB>text"):
+        for item in self.read_fields(path, ("relation", "text"), exact=False, expected="relation<TAB>text"):
             if isinstance(item, Reject):
                 yield item
                 continue
-            source, line = item
-            fields = split_fields(source, line, ("relation", "text"), exact=False)
-            yield fields if isinstance(fields, Reject) else self.make(Relation, source, name=fields[0], text=fields[1])
+            source, (name, text) = item
+            yield self.make(Relation, source, name=name, text=text)
 
     def _entities(self) -> Iterator[Record]:
         path = self.path / self.options.entity_text_file
-        for item in self.read_lines(path, "entity_id<TAB>text"):
+        for item in self.read_fields(path, ("entity id", "text"), exact=False, expected="entity_id<TAB>text"):
             if isinstance(item, Reject):
                 yield item
                 continue
-            source, line = item
-            fields = split_fields(source, line, ("entity id", "text"), exact=False)
-            yield fields if isinstance(fields, Reject) else self.make(
-                Entity, source, id=fields[0], modality="text", text=fields[1]
-            )
+            source, (entity_id, text) = item
+            yield self.make(Entity, source, id=entity_id, modality="text", text=text)

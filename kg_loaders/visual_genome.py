@@ -50,8 +50,8 @@ from pydantic import PositiveInt
 from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, hashed_split
 from kclip.kg_loaders.json_stream import iter_json_array
 from kclip.platform.errors import InputError
-from kclip.platform.records import (CAPTION_OF, IMAGE_OF, IN_IMAGE, Entity, ImageSource, Record, Reject, Relation, SourceRef,
-                                    Split, Triplet)
+from kclip.platform.records import (CAPTION_OF, IMAGE_OF, IN_IMAGE, Entity, ImageSource, Record, Reject, SourceRef, Split,
+                                    Triplet)
 
 DEFAULT_IMAGE_DIRS = ("images", "VG_100K", "VG_100K_2")
 IMAGE_EXTENSIONS = (".jpg", ".png")
@@ -138,9 +138,9 @@ class VisualGenomeLoader(KGLoader):
         self._image_dirs = self._find_image_dirs()
         self._image_data = self._read_image_data()
         self._seen_text: set[str] = set()
-        self._seen_relations: set[str] = set()
+        self.relations_used.clear()
         splits: dict[int, Split] = {}
-        for line, element in iter_json_array(scene_graphs, self._count_bytes):
+        for line, element in iter_json_array(scene_graphs, self.count_bytes):
             if self.options.max_images is not None and len(splits) >= self.options.max_images:
                 break
             yield from self._scene_graph(SourceRef(str(scene_graphs), line), element, splits)
@@ -149,9 +149,6 @@ class VisualGenomeLoader(KGLoader):
             yield from self._region_descriptions(regions, splits)
 
     # -- files -------------------------------------------------------------------------------
-
-    def _count_bytes(self, n: int) -> None:
-        self.bytes_read += n
 
     def _scene_graphs_file(self) -> Path:
         if not self.path.is_dir():
@@ -176,7 +173,7 @@ class VisualGenomeLoader(KGLoader):
         if not path.is_file():
             return {}
         data: dict[int, ImageInfo] = {}
-        for _, element in iter_json_array(path, self._count_bytes):
+        for _, element in iter_json_array(path, self.count_bytes):
             key = "image_id" if isinstance(element, dict) and "image_id" in element else "id"  # VG 1.0: id
             if not isinstance(element, dict) or isinstance(_int_field(element, key, ""), str):
                 continue
@@ -305,22 +302,15 @@ class VisualGenomeLoader(KGLoader):
             scene.entities.append(self.make(Entity, scene.source, id=entity_id, modality="text", text=text))
 
     def _triplet(self, scene: _Scene, head: str, relation: str, tail: str) -> None:
-        scene.entities.extend(self._relation(scene.source, relation))
+        scene.entities.extend(self.first_use(relation, scene.source, normalise(relation)))
         scene.triplets.append(self.make(Triplet, scene.source, head=head, relation=relation, tail=tail,
                                         split=scene.split))
-
-    def _relation(self, source: SourceRef, name: str) -> list[Record]:
-        """The relation's record the first time it is used (then nothing): relations precede triplets."""
-        if name in self._seen_relations:
-            return []
-        self._seen_relations.add(name)
-        return [self.make(Relation, source, name=name, text=normalise(name))]
 
     # -- region descriptions -----------------------------------------------------------------
 
     def _region_descriptions(self, path: Path, splits: dict[int, Split]) -> Iterator[Record]:
         pending = set(splits)  # with max_images, stop once every loaded image had its regions
-        for line, element in iter_json_array(path, self._count_bytes):
+        for line, element in iter_json_array(path, self.count_bytes):
             if self.options.max_images is not None and not pending:
                 return
             source = SourceRef(str(path), line)
@@ -353,8 +343,8 @@ class VisualGenomeLoader(KGLoader):
             entity = self.make(Entity, source, id=caption, modality="text", text=" ".join(phrase.split()))
             yield entity
             if isinstance(entity, Entity):
-                yield from self._relation(source, IMAGE_OF)
-                yield from self._relation(source, CAPTION_OF)
+                yield from self.first_use(IMAGE_OF, source)
+                yield from self.first_use(CAPTION_OF, source)
                 triplets.append(self.make(Triplet, source, head=image, relation=IMAGE_OF, tail=caption, split=split))
                 triplets.append(self.make(Triplet, source, head=caption, relation=CAPTION_OF, tail=image, split=split))
         yield from triplets

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kclip.models.evaluate import evaluate
-from kclip.models.inference import load_run
+from kclip.models.evaluate import evaluate_and_record
 from kclip.models.train import train
 from kclip.models.train_config import TrainConfig
 from kclip.platform.neo4j_client import open_graph_store
 from kclip.platform.records import IMAGE_OF
-from kclip.platform.registry import Registry
 from kclip.platform.settings import Settings
 
 # Loss weights each variant changes; everything else comes from the shared config.
@@ -64,9 +62,6 @@ def compare(settings: Settings, kg: str, config: TrainConfig, prefix: str, varia
             continue
         run = train(settings, kg, variant_config(config, variant), run_name=f"{prefix}-{variant}",
                     device=device, progress=progress)
-        loaded = load_run(settings, run, device or "cpu")
-        with open_graph_store(settings) as store:
-            metrics = evaluate(loaded, store, kg, split, max_triplets=max_triplets, progress=progress)
-        Registry(settings.registry).add_evaluation(run, kg, split, loaded.step, metrics)
+        metrics = evaluate_and_record(settings, run, kg, split, device or "cpu", max_triplets, progress)
         results.append(VariantResult(variant, run, metrics))
     return results

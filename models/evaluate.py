@@ -18,25 +18,31 @@ import numpy as np
 import torch
 
 from kclip.models.batching import triplet_batch
-from kclip.models.inference import EntityEmbeddings, LoadedRun, embed_kg, link_queries, relation_scores
+from kclip.models.inference import EntityEmbeddings, LoadedRun, embed_kg, load_run, score_batch
 from kclip.models.metrics import KnownTriplets, RankEvaluator, realistic_ranks, recall_at
-from kclip.platform.errors import KclipError
+from kclip.platform.errors import ConfigError, KclipError
 from kclip.platform.graph_store import GraphStore, RelationRow, TripletArrays
+from kclip.platform.neo4j_client import open_graph_store
 from kclip.platform.progress import Progress
 from kclip.platform.records import IMAGE_OF, IN_IMAGE, SPLITS
+from kclip.platform.registry import Registry
+from kclip.platform.settings import Settings
 
 
 def evaluate(run: LoadedRun, store: GraphStore, kg: str, split: str = "test", batch_size: int = 64,
              max_triplets: int | None = None, progress: bool = True) -> dict[str, float]:
     """Every metric that applies to ``kg``; see the module docstring."""
-    triplets = store.triplet_arrays(kg, split)
+    if split not in SPLITS:
+        raise ConfigError(f"no split {split!r}; splits are {', '.join(SPLITS)}")
+    splits = {s: store.triplet_arrays(kg, s) for s in SPLITS}
+    triplets = splits[split]
     if len(triplets) == 0:
         raise KclipError(f"KG {kg!r} has no {split!r} triplets to evaluate on")
     relations = store.relations(kg)
     embeddings = embed_kg(run, store, kg, progress=progress)
-    known = KnownTriplets(*_all_splits(store, kg))
+    known = KnownTriplets(*(np.concatenate([getattr(t, f) for t in splits.values()]) for f in ("heads", "rels", "tails")))
     chosen = _subsample(len(triplets), max_triplets, seed=0)
-    metrics = _link_and_relation(run, store, kg, triplets, chosen, relations, embeddings, known, batch_size, progress)
+    metrics = _link_and_relation(run, kg, triplets, chosen, relations, embeddings, known, batch_size, progress)
     if (embeddings.modality == "image").any():
         metrics.update(_retrieval(triplets, relations, embeddings))
         metrics.update(_relation_swap(run, store, kg, split, embeddings))
@@ -44,9 +50,17 @@ def evaluate(run: LoadedRun, store: GraphStore, kg: str, split: str = "test", ba
     return metrics
 
 
-def _all_splits(store: GraphStore, kg: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    parts = [store.triplet_arrays(kg, s) for s in SPLITS]
-    return tuple(np.concatenate([getattr(p, f) for p in parts]) for f in ("heads", "rels", "tails"))
+def evaluate_and_record(settings: Settings, run_name: str, kg: str | None = None, split: str = "test",
+                        device: str | torch.device = "cpu", max_triplets: int | None = None,
+                        progress: bool = True) -> dict[str, float]:
+    """Evaluate a run's latest checkpoint (on its own KG by default) and record the result in the registry."""
+    run = load_run(settings, run_name, device)
+    kg = kg or run.kg
+    with open_graph_store(settings) as store:
+        store.require_kg(kg)
+        metrics = evaluate(run, store, kg, split, max_triplets=max_triplets, progress=progress)
+    Registry(settings.registry).add_evaluation(run_name, kg, split, run.step, metrics)
+    return metrics
 
 
 def _subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -55,7 +69,7 @@ def _subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
-def _link_and_relation(run: LoadedRun, store: GraphStore, kg: str, triplets: TripletArrays, chosen: np.ndarray,
+def _link_and_relation(run: LoadedRun, kg: str, triplets: TripletArrays, chosen: np.ndarray,
                        relations: list[RelationRow], embeddings: EntityEmbeddings, known: KnownTriplets,
                        batch_size: int, progress: bool) -> dict[str, float]:
     tail_eval, head_eval, both = RankEvaluator("tail_"), RankEvaluator("head_"), RankEvaluator()
@@ -65,16 +79,16 @@ def _link_and_relation(run: LoadedRun, store: GraphStore, kg: str, triplets: Tri
         for start in range(0, len(chosen), batch_size):
             pos = chosen[start:start + batch_size]
             h, r, t = triplets.heads[pos], triplets.rels[pos], triplets.tails[pos]
-            by_idx = {e.idx: e for e in store.entity_content(kg, np.unique(np.concatenate([h, t])))}
-            batch = triplet_batch(run.featurizer, [by_idx[int(i)] for i in h], [rel_position[int(i)] for i in r],
-                                  [by_idx[int(i)] for i in t], relations)
-            tail_q, head_q = link_queries(run, batch)
+            rows = embeddings.entities
+            batch = triplet_batch(run.featurizer, [rows[int(i)] for i in h], [rel_position[int(i)] for i in r],
+                                  [rows[int(i)] for i in t], relations)
+            tail_q, head_q, relation_scores = score_batch(run, batch)
             tail_ranks = _entity_ranks(tail_q, embeddings, t, [known.tails_of[(a, b)] for a, b in zip(h.tolist(), r.tolist())])
             head_ranks = _entity_ranks(head_q, embeddings, h, [known.heads_of[(b, c)] for b, c in zip(r.tolist(), t.tolist())])
             tail_eval.process(tail_ranks), head_eval.process(head_ranks)
             both.process(np.concatenate([tail_ranks, head_ranks]))
             filtered = [[rel_position[x] for x in known.rels_of[(a, c)]] for a, c in zip(h.tolist(), t.tolist())]
-            rel_eval.process(realistic_ranks(relation_scores(run, batch), batch.rels, filtered))
+            rel_eval.process(realistic_ranks(relation_scores, batch.rels, filtered))
             bar.advance(len(pos))
     return {**both.finalize(), **tail_eval.finalize(), **head_eval.finalize(), **rel_eval.finalize()}
 

@@ -59,6 +59,7 @@ class EntityEmbeddings:
     idx: np.ndarray  # (N,) int64, ascending
     vectors: torch.Tensor  # (N, D) float32
     modality: np.ndarray  # (N,) "text" | "image"
+    entities: dict[int, EntityRow]  # by idx: what was embedded, so callers need not read it again
 
     def rows(self, idxs: Sequence[int] | np.ndarray) -> np.ndarray:
         return np.searchsorted(self.idx, np.asarray(idxs, dtype=np.int64))
@@ -66,65 +67,56 @@ class EntityEmbeddings:
 
 @torch.no_grad()
 def embed_rows(run: LoadedRun, rows: Sequence[EntityRow]) -> torch.Tensor:
-    """(len(rows), D) unit-norm embeddings, in the order of ``rows``."""
+    """(len(rows), D) unit-norm embeddings, in the order of ``rows``, on the CPU."""
     tokens, text_pos, images, image_pos = run.featurizer.entity_tensors(rows)
-    out = torch.zeros(len(rows), run.model.embed_dim)
-    if text_pos:
-        out[text_pos] = run.model.entity_embeddings(text_tokens=tokens.to(run.device)).float().cpu()
-    if image_pos:
-        out[image_pos] = run.model.entity_embeddings(images=images.to(run.device)).float().cpu()
+    return _pooled(run, len(rows), tokens, text_pos, images, image_pos).cpu()
+
+
+def _pooled(run: LoadedRun, n: int, tokens: torch.Tensor, text_pos, images: torch.Tensor, image_pos) -> torch.Tensor:
+    """(n, D) unit-norm pooled embeddings of entities whose content sits at text_pos / image_pos."""
+    out = torch.zeros(n, run.model.embed_dim, device=run.device)
+    if len(text_pos):
+        out[text_pos] = run.model.entity_embeddings(text_tokens=tokens.to(run.device)).float()
+    if len(image_pos):
+        out[image_pos] = run.model.entity_embeddings(images=images.to(run.device)).float()
     return out
 
 
 def embed_kg(run: LoadedRun, store: GraphStore, kg: str, batch_size: int = 256, progress: bool = True) -> EntityEmbeddings:
     """Embed every entity of ``kg`` (reading them from Neo4j page by page, in idx order)."""
     lo, hi, count = store.entity_idx_range(kg)
-    idx, vectors, modality = [], [], []
+    rows: dict[int, EntityRow] = {}
+    vectors = []
     with Progress(f"embedding {kg}", total=count, unit="entities", enabled=progress) as bar:
         for start in range(lo, hi + 1, batch_size * 4):
             page = store.entities_page(kg, start, start + batch_size * 4)
             for i in range(0, len(page), batch_size):
                 chunk = page[i:i + batch_size]
                 vectors.append(embed_rows(run, chunk))
-                idx += [r.idx for r in chunk]
-                modality += [r.modality for r in chunk]
+                rows.update((r.idx, r) for r in chunk)
                 bar.advance(len(chunk))
-    dim = run.model.embed_dim
-    return EntityEmbeddings(np.asarray(idx, dtype=np.int64),
-                            torch.cat(vectors) if vectors else torch.zeros(0, dim), np.asarray(modality))
+    ordered = list(rows.values())  # pages come in idx order
+    return EntityEmbeddings(np.asarray([r.idx for r in ordered], dtype=np.int64),
+                            torch.cat(vectors) if vectors else torch.zeros(0, run.model.embed_dim),
+                            np.asarray([r.modality for r in ordered]), rows)
 
 
 @torch.no_grad()
-def link_queries(run: LoadedRun, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tail queries, head queries), each (B, D) unit-norm, to dot against entity embeddings."""
-    model, batch = run.model, batch.to(run.device)
-    if model.entity_head is not None:
-        tails, heads = model.link_queries(batch)
-        return tails.float().cpu(), heads.float().cpu()
-    entity, relation = _pooled(run, batch)
-    tail_q = F.normalize(entity[batch.heads] + relation[batch.rels], dim=-1)
-    head_q = F.normalize(entity[batch.tails] - relation[batch.rels], dim=-1)
-    return tail_q.cpu(), head_q.cpu()
+def score_batch(run: LoadedRun, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tail queries (B, D), head queries (B, D), relation scores (B, R)), on the CPU.
 
-
-@torch.no_grad()
-def relation_scores(run: LoadedRun, batch: TripletBatch) -> torch.Tensor:
-    """(B, R) scores of every candidate relation for each (h, ?, t)."""
-    model, batch = run.model, batch.to(run.device)
-    if model.relation_head is not None:
-        return model.relation_logits(batch).float().cpu()
-    entity, relation = _pooled(run, batch)
-    moved = F.normalize(entity[batch.heads][:, None, :] + relation[None, :, :], dim=-1)  # (B, R, D)
-    return (moved @ entity[batch.tails][:, :, None]).squeeze(-1).cpu()
-
-
-def _pooled(run: LoadedRun, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E, D) entity and (R, D) relation embeddings of a batch, unit-norm."""
-    model = run.model
-    entity = torch.zeros(batch.num_entities, model.embed_dim, device=run.device)
-    if batch.text_rows.numel():
-        entity[batch.text_rows] = model.entity_embeddings(text_tokens=batch.text_tokens).float()
-    if batch.image_rows.numel():
-        entity[batch.image_rows] = model.entity_embeddings(images=batch.images).float()
-    relation = model.entity_embeddings(text_tokens=batch.relation_tokens).float()
-    return entity, relation
+    Queries are dotted against entity embeddings to rank candidates. Heads a model lacks (the
+    plain-CLIP baseline, ablations) fall back to the translation rule in the module docstring.
+    """
+    batch = batch.to(run.device)
+    asked = run.model.queries(batch)
+    if asked.tails is None or asked.relation_logits is None:
+        entity = _pooled(run, batch.num_entities, batch.text_tokens, batch.text_rows, batch.images, batch.image_rows)
+        relation = run.model.entity_embeddings(text_tokens=batch.relation_tokens).float()
+        if asked.tails is None:
+            asked.tails = F.normalize(entity[batch.heads] + relation[batch.rels], dim=-1)
+            asked.heads = F.normalize(entity[batch.tails] - relation[batch.rels], dim=-1)
+        if asked.relation_logits is None:
+            moved = F.normalize(entity[batch.heads][:, None, :] + relation[None, :, :], dim=-1)  # (B, R, D)
+            asked.relation_logits = (moved @ entity[batch.tails][:, :, None]).squeeze(-1)
+    return asked.tails.float().cpu(), asked.heads.float().cpu(), asked.relation_logits.float().cpu()

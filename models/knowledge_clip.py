@@ -101,6 +101,16 @@ class Temperature(nn.Module):
 
 
 @dataclass
+class Queries:
+    """What a batch asks: unit-norm E2E queries for (h, r, ?) and (?, r, t), each (B, D), to dot
+    against entity embeddings; E2R logits (B, R) over the candidate relations. None: no such head."""
+
+    tails: torch.Tensor | None = None
+    heads: torch.Tensor | None = None
+    relation_logits: torch.Tensor | None = None
+
+
+@dataclass
 class EncodedEntities:
     pooled: torch.Tensor  # (E, D) pooled CLIP embeddings, not normalised
     tokens: EntityTokens | None  # (E, L, F) in fusion width, when a fusion exists
@@ -318,11 +328,26 @@ class KnowledgeCLIP(nn.Module):
     def relation_logits(self, batch: TripletBatch) -> torch.Tensor:
         """(B, R) E2R scores of each candidate relation (batch.relation_tokens) for (h, ?, t)."""
         self._require(self.relation_head, "e2r", "relation prediction")
+        return self.queries(batch).relation_logits
+
+    def queries(self, batch: TripletBatch) -> "Queries":
+        """Everything this model's heads answer for a batch, from one encoding and one fusion pass
+        (evaluation asks for all of it: encoding twice would double its cost)."""
+        B = batch.heads.shape[0]
+        slots = ([TAIL, HEAD] if self.entity_head is not None else []) + ([REL] if self.relation_head is not None else [])
+        if not slots:
+            return Queries()
         entities = self._encode_entities(batch, [])
         relations = self._encode_relations(batch)  # (R, D)
-        _, relation = self._fuse(batch, entities.tokens, relations, [REL])
-        queries = F.normalize(self.relation_head(relation).float(), dim=-1)  # (B, D)
-        return self.scales["e2r"]() * queries @ F.normalize(relations.float(), dim=-1).T
+        triplet, relation = self._fuse(batch, entities.tokens, relations, slots)  # (S*B, F) each
+        out = Queries()
+        if self.entity_head is not None:
+            both = F.normalize(self.entity_head(triplet[: 2 * B]).float(), dim=-1)  # (2B, D)
+            out.tails, out.heads = both[:B], both[B:]
+        if self.relation_head is not None:
+            asked = F.normalize(self.relation_head(relation[-B:]).float(), dim=-1)  # (B, D)
+            out.relation_logits = self.scales["e2r"]() * asked @ F.normalize(relations.float(), dim=-1).T
+        return out
 
     def text_image_similarity(self, text_tokens: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """(Nt, Ni) cosine similarity of pooled CLIP embeddings, for image-text retrieval."""

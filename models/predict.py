@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
 
 from kclip.models.batching import triplet_batch
-from kclip.models.inference import EntityEmbeddings, LoadedRun, embed_kg, link_queries, load_run, relation_scores
+from kclip.models.inference import EntityEmbeddings, LoadedRun, embed_kg, load_run, score_batch
 from kclip.platform.errors import NotFoundError
 from kclip.platform.graph_store import EntityRow, GraphStore, RelationRow
 from kclip.platform.settings import Settings
@@ -33,8 +34,11 @@ class RelationPrediction:
 
 
 class Predictor:
+    """Safe to share between threads (the UI serves many sessions from one loaded model)."""
+
     def __init__(self, run: LoadedRun, store: GraphStore):
         self.run, self.store = run, store
+        self._lock = threading.RLock()  # guards the model, the featurizer's caches and the tables below
         self._embeddings: dict[str, EntityEmbeddings] = {}
         self._relations: dict[str, list[RelationRow]] = {}
 
@@ -43,21 +47,33 @@ class Predictor:
         return cls(load_run(settings, run_name, device), store)
 
     def tails(self, kg: str, head_id: str, relation: str, k: int = 10) -> list[TailPrediction]:
-        rel = self._relation(kg, relation)
-        head = self.store.entity(kg, head_id).entity
-        tail_q, _ = link_queries(self.run, self._batch(kg, head, rel, head))  # the masked tail is unused
-        return self._top_entities(kg, tail_q[0], k, self.store.known_tails(kg, head_id, rel.idx))
+        with self._lock:
+            return self._tails(kg, head_id, relation, k)
 
     def heads(self, kg: str, relation: str, tail_id: str, k: int = 10) -> list[TailPrediction]:
-        rel = self._relation(kg, relation)
-        tail = self.store.entity(kg, tail_id).entity
-        _, head_q = link_queries(self.run, self._batch(kg, tail, rel, tail))
-        return self._top_entities(kg, head_q[0], k, self.store.known_heads(kg, rel.idx, tail_id))
+        with self._lock:
+            return self._heads(kg, relation, tail_id, k)
 
     def relations(self, kg: str, head_id: str, tail_id: str, k: int = 10) -> list[RelationPrediction]:
+        with self._lock:
+            return self._relations_between(kg, head_id, tail_id, k)
+
+    def _tails(self, kg: str, head_id: str, relation: str, k: int) -> list[TailPrediction]:
+        rel = self._relation(kg, relation)
+        head = self.store.entity(kg, head_id).entity
+        tail_q, _, _ = score_batch(self.run, self._batch(kg, head, rel, head))  # the masked tail is unused
+        return self._top_entities(kg, tail_q[0], k, self.store.known_tails(kg, head_id, rel.idx))
+
+    def _heads(self, kg: str, relation: str, tail_id: str, k: int) -> list[TailPrediction]:
+        rel = self._relation(kg, relation)
+        tail = self.store.entity(kg, tail_id).entity
+        _, head_q, _ = score_batch(self.run, self._batch(kg, tail, rel, tail))
+        return self._top_entities(kg, head_q[0], k, self.store.known_heads(kg, rel.idx, tail_id))
+
+    def _relations_between(self, kg: str, head_id: str, tail_id: str, k: int) -> list[RelationPrediction]:
         relations = self.relations_of(kg)
         head, tail = self.store.entity(kg, head_id).entity, self.store.entity(kg, tail_id).entity
-        scores = relation_scores(self.run, self._batch(kg, head, relations[0], tail))[0]  # (R,)
+        scores = score_batch(self.run, self._batch(kg, head, relations[0], tail))[2][0]  # (R,)
         known = self.store.known_relations(kg, head_id, tail_id)
         top = scores.topk(min(k, len(relations)))
         return [RelationPrediction(relations[i], float(s), relations[i].idx in known)
@@ -65,9 +81,10 @@ class Predictor:
 
     def embeddings(self, kg: str) -> EntityEmbeddings:
         """Every entity's embedding, computed once per KG and kept."""
-        if kg not in self._embeddings:
-            self._embeddings[kg] = embed_kg(self.run, self.store, kg, progress=False)
-        return self._embeddings[kg]
+        with self._lock:
+            if kg not in self._embeddings:
+                self._embeddings[kg] = embed_kg(self.run, self.store, kg, progress=False)
+            return self._embeddings[kg]
 
     def relations_of(self, kg: str) -> list[RelationRow]:
         if kg not in self._relations:

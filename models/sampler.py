@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -30,10 +30,13 @@ from kclip.models.batch import SubgraphBatch, TripletBatch
 from kclip.models.batching import candidate_relations, triplet_batch
 from kclip.models.dgl_compat import import_dgl
 from kclip.models.features import Featurizer
-from kclip.platform.errors import KclipError
+from kclip.platform.errors import ConfigError, KclipError
 from kclip.platform.graph_store import EntityRow, GraphStore, RelationRow, TripletArrays
 from kclip.platform.neo4j_client import connect, with_reconnect
 from kclip.platform.settings import Settings
+
+if TYPE_CHECKING:
+    from kclip.models.train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,14 @@ class SamplerSpec:
     max_relation_candidates: int = 1024
     relations: tuple[str, ...] | None = None  # only triplets of these relations (None: all)
     reconnect_timeout: float = 300.0
+
+
+def spec_from_config(kg: str, config: "TrainConfig") -> SamplerSpec:
+    """The sampler a training config asks for."""
+    d = config.data
+    return SamplerSpec(kg=kg, split=d.split, batch_size=d.batch_size, seed=config.seed, hops=d.hops, fanout=d.fanout,
+                       max_relation_candidates=d.max_relation_candidates,
+                       relations=tuple(d.relations) if d.relations is not None else None)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,8 @@ class BatchRequest:
     heads: np.ndarray
     rels: np.ndarray
     tails: np.ndarray
+    candidates: tuple[RelationRow, ...]  # the E2R candidates, from this epoch's relation table
+    rel_positions: np.ndarray  # each triplet's relation among the candidates
 
 
 class _EpochRequests(Sampler):
@@ -129,13 +142,22 @@ class TripletStream(Dataset):
         # so edits made in Neo4j reach training by the next epoch at the latest.
         self._rows: dict[int, EntityRow] = {}
         self._rows_epoch = -1
-        self.relations: list[RelationRow] = self._read(lambda s: s.relations(spec.kg), "reading relations")
+        self.relations: list[RelationRow] = self._read_relations()
+
+    def _read_relations(self) -> list[RelationRow]:
+        relations = self._read(lambda s: s.relations(self.spec.kg), "reading relations")
+        unknown = sorted(set(self.spec.relations or ()) - {r.name for r in relations})
+        if unknown:
+            known = ", ".join(sorted(r.name for r in relations)[:20])
+            raise ConfigError(f"data.relations names {unknown} that KG {self.spec.kg!r} does not have (it has: {known})")
+        return relations
 
     # -- main process ------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> EpochPlan:
         """Read the split's triplets afresh and fix this epoch's order; skip ``start_batch`` batches."""
         spec = self.spec
+        self.relations = self._read_relations()  # read before the triplets: every triplet's relation is known
         triplets = self._read(lambda s: s.triplet_arrays(spec.kg, spec.split), "reading triplets")
         self.triplets = self._only_wanted(triplets)
         self.plan = EpochPlan.make(len(self.triplets), spec.batch_size, spec.seed, epoch, self.world_size, self.rank)
@@ -143,16 +165,20 @@ class TripletStream(Dataset):
         return self.plan
 
     def _only_wanted(self, triplets: TripletArrays) -> TripletArrays:
-        if self.spec.relations is None:
-            return triplets
-        wanted = [r.idx for r in self.relations if r.name in self.spec.relations]
+        """The triplets of the wanted relations (all of them by default), whose relation is known."""
+        wanted = [r.idx for r in self.relations if self.spec.relations is None or r.name in self.spec.relations]
         keep = np.isin(triplets.rels, wanted)
+        if keep.all():
+            return triplets
         return TripletArrays(triplets.heads[keep], triplets.rels[keep], triplets.tails[keep])
 
     def request(self, index: int) -> BatchRequest:
         positions = self.plan.batches[index]
         t = self.triplets
-        return BatchRequest(self.plan.epoch, index, t.heads[positions], t.rels[positions], t.tails[positions])
+        rels = t.rels[positions]
+        candidates, rel_positions = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
+        return BatchRequest(self.plan.epoch, index, t.heads[positions], rels, t.tails[positions], tuple(candidates),
+                            np.asarray(rel_positions, dtype=np.int64))
 
     def loader(self, epoch: int, start_batch: int = 0, num_workers: int = 2, pin_memory: bool = False,
                prefetch_factor: int = 4) -> DataLoader:
@@ -184,14 +210,13 @@ class TripletStream(Dataset):
         return self.make_batch(request)
 
     def make_batch(self, request: BatchRequest) -> TripletBatch:
-        heads, rels, tails = request.heads, request.rels, request.tails
+        heads, tails = request.heads, request.tails
         entities = np.unique(np.concatenate([heads, tails]))  # sorted, as triplet_batch orders them
         nodes, edges = self._neighbourhood(entities, request) if self.spec.hops else (entities, None)
         rows = self._entity_rows(nodes, request.epoch)
         by_idx = {r.idx: r for r in rows}
-        candidates, rel_pos = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
-        batch = triplet_batch(self.featurizer, [by_idx[int(h)] for h in heads], rel_pos,
-                              [by_idx[int(x)] for x in tails], candidates)
+        batch = triplet_batch(self.featurizer, [by_idx[int(h)] for h in heads], request.rel_positions.tolist(),
+                              [by_idx[int(x)] for x in tails], request.candidates)
         if edges is not None:
             batch.subgraph = self._subgraph(nodes, len(entities), edges, rows)
         return batch

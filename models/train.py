@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from kclip.models.features import featurizer_for
 from kclip.models.knowledge_clip import KnowledgeCLIP
-from kclip.models.sampler import SamplerSpec, TripletStream
+from kclip.models.sampler import TripletStream, spec_from_config
 from kclip.models.train_config import TrainConfig
 from kclip.platform.errors import ConfigError, KclipError
 from kclip.platform.progress import Progress
@@ -183,10 +183,7 @@ class Trainer:
         self.ddp = (DistributedDataParallel(self.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
                     if env.world_size > 1 else None)
         featurizer = featurizer_for(self.model, settings.media_root, config.data.max_text_tokens)
-        d = config.data
-        spec = SamplerSpec(kg=kg, split=d.split, batch_size=d.batch_size, seed=config.seed, hops=d.hops,
-                           fanout=d.fanout, max_relation_candidates=d.max_relation_candidates,
-                           relations=tuple(d.relations) if d.relations is not None else None)
+        spec = spec_from_config(kg, config)
         self.stream = TripletStream(settings, spec, featurizer, env.world_size, env.rank)
 
     def _restore(self, checkpoint: dict) -> None:
@@ -216,7 +213,6 @@ class Trainer:
                         self.checkpoint()
                     if pos.step >= cfg.max_steps:
                         break
-        self.stream.close()
         return pos
 
     def _epoch(self):
@@ -301,16 +297,31 @@ def train(settings: Settings, kg: str | None = None, config: TrainConfig | None 
         # Steps after the checkpoint will be trained (and logged) again.
         registry.drop_metrics_after(run_name, checkpoint["position"]["step"])
         registry.update_run(run_name, status="running")
-    trainer = Trainer(settings, kg, config, run_name, env, registry, checkpoint, progress)
+    trainer = None
     try:
+        trainer = Trainer(settings, kg, config, run_name, env, registry, checkpoint, progress)
         trainer.run()
     except BaseException:
         if registry is not None:
-            registry.update_run(run_name, status="failed", step=trainer.position.step)
+            progress_made = {"step": trainer.position.step} if trainer is not None else {}
+            registry.update_run(run_name, status="failed", **progress_made)
         raise
+    finally:
+        if trainer is not None:
+            trainer.stream.close()  # its DataLoader workers and Neo4j driver, on success or failure
     if registry is not None:
         registry.update_run(run_name, status="finished", step=trainer.position.step)
+    _evaluate_at_end(settings, kg, config, run_name, env)
     return run_name
+
+
+def _evaluate_at_end(settings: Settings, kg: str, config: TrainConfig, run_name: str, env: Distributed) -> None:
+    """``eval_split`` in the config: evaluate the finished run there and record it (rank 0 only)."""
+    if config.eval_split is None or not env.is_main:
+        return
+    from kclip.models.evaluate import evaluate_and_record  # evaluation imports training; not the reverse
+
+    evaluate_and_record(settings, run_name, kg, config.eval_split, device=env.device)
 
 
 def _resume_state(settings: Settings, run_name: str, kg: str | None, env: Distributed):

@@ -95,6 +95,24 @@ def _read(path: Path) -> dict[str, Any]:
     return raw
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["data.batch_size=16", "losses.kd=0"]`` as ``{"data.batch_size": 16, ...}``.
+
+    Values that read as JSON (numbers, booleans, lists) are parsed; the rest stay strings.
+    Pydantic validates them when the config is built.
+    """
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = raw

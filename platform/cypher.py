@@ -194,13 +194,14 @@ ORDER BY e.idx LIMIT $limit
 """
 
 # --- embeddings: one vector index per KG over the entities `kclip embed` has embedded -----------
-# The per-KG label and index name are derived from the KG name and pass through quote_name.
+# The per-KG label and index name derive from the KG name; ``with_names`` quotes them into the
+# templates' <label> / <index> slots.
 
-SET_EMBEDDINGS = "UNWIND $rows AS row MATCH (e:Entity {kg: $kg, idx: row[0]}) SET e.embedding = row[1], e:{label}"
-DROP_INDEX = "DROP INDEX {name} IF EXISTS"
+SET_EMBEDDINGS = "UNWIND $rows AS row MATCH (e:Entity {kg: $kg, idx: row[0]}) SET e.embedding = row[1], e:<label>"
+DROP_INDEX = "DROP INDEX <index> IF EXISTS"
 CREATE_VECTOR_INDEX = """
-CREATE VECTOR INDEX {name} IF NOT EXISTS FOR (e:{label}) ON e.embedding
-OPTIONS {{indexConfig: {{`vector.dimensions`: $dimensions, `vector.similarity_function`: 'cosine'}}}}
+CREATE VECTOR INDEX <index> IF NOT EXISTS FOR (e:<label>) ON e.embedding
+OPTIONS {indexConfig: {`vector.dimensions`: $dimensions, `vector.similarity_function`: 'cosine'}}
 """
 VECTOR_INDEX_INFO = "SHOW VECTOR INDEXES YIELD name, options WHERE name = $name RETURN options"
 SIMILAR_ENTITIES = """
@@ -210,20 +211,26 @@ WHERE node <> q
 RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image, score
 LIMIT $k
 """
-SIMILAR_TO_VECTOR = """
-CALL db.index.vector.queryNodes($index, $k, $vector) YIELD node, score
-RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image, score
-"""
 
 
 def embedding_label(kg: str) -> str:
-    """The label marking a KG's embedded entities, quoted for query text."""
-    return quote_name(f"Embedded_{kg}")
+    """The label marking a KG's embedded entities (unquoted)."""
+    return f"Embedded_{kg}"
 
 
 def embedding_index(kg: str) -> str:
-    """The (unquoted) name of a KG's vector index; pass it as a parameter where Cypher allows."""
+    """The name of a KG's vector index (unquoted; a parameter where Cypher takes one)."""
     return f"entity_embedding_{kg}"
+
+
+def with_names(template: str, **names: str) -> str:
+    """``template`` with each ``<slot>`` replaced by the quoted name: the one door for names into query text."""
+    for slot, name in names.items():
+        template = template.replace(f"<{slot}>", quote_name(name))
+    if "<" in template.replace("<=", "").replace("<>", ""):
+        raise ValueError(f"unfilled name slot in {template!r}")
+    return template
+
 
 # --- evaluation ---------------------------------------------------------------------------------
 

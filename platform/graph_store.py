@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 import neo4j
 import numpy as np
-from neo4j.exceptions import Neo4jError
+from neo4j.exceptions import Neo4jError, TransientError
 
 from kclip.platform import cypher
 from kclip.platform.errors import GraphStoreError, NotFoundError
@@ -125,6 +125,8 @@ class GraphStore:
         """Run a read or schema query in an auto-commit transaction and return all records."""
         try:
             records, _, _ = self.driver.execute_query(cypher_text, params, database_=self.database)
+        except TransientError:
+            raise  # a restart or a deadlock: callers such as with_reconnect retry these
         except Neo4jError as exc:
             raise GraphStoreError(f"Neo4j query failed: {exc.message or exc}") from exc
         return records
@@ -137,6 +139,8 @@ class GraphStore:
         try:
             with self.driver.session(database=self.database) as session:
                 return session.execute_write(work)
+        except TransientError:
+            raise
         except Neo4jError as exc:
             raise GraphStoreError(f"Neo4j write failed: {exc.message or exc}") from exc
 
@@ -165,10 +169,15 @@ class GraphStore:
         return bool(self.run(cypher.KG_HAS_TRIPLETS, kg=kg))
 
     def drop_kg(self, kg: str) -> None:
-        """Delete a KG and everything in it, in bounded transactions."""
-        for query in (cypher.DELETE_KG_TRIPLETS, cypher.DELETE_KG_NODES, cypher.DELETE_KG_RELATIONS, cypher.DELETE_KG):
-            with self.driver.session(database=self.database) as session:
-                session.run(query, kg=kg).consume()
+        """Delete a KG, everything in it and its vector index, in bounded transactions."""
+        queries = (cypher.DELETE_KG_TRIPLETS, cypher.DELETE_KG_NODES, cypher.DELETE_KG_RELATIONS, cypher.DELETE_KG)
+        try:
+            for query in queries:
+                with self.driver.session(database=self.database) as session:
+                    session.run(query, kg=kg).consume()  # CALL IN TRANSACTIONS needs an auto-commit session
+        except Neo4jError as exc:
+            raise GraphStoreError(f"dropping KG {kg!r} failed: {exc.message or exc}") from exc
+        self.run(cypher.with_names(cypher.DROP_INDEX, index=cypher.embedding_index(kg)))
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -233,10 +242,10 @@ class GraphStore:
 
     def triplet_arrays(self, kg: str, split: str, slice_size: int = 50_000) -> TripletArrays:
         """Every triplet of ``split``, read in slices of head idx, sorted for a deterministic order."""
-        bounds = self.run(cypher.ENTITY_IDX_RANGE, kg=kg)[0]
+        first, last, count = self.entity_idx_range(kg)
         parts: list[tuple[list, list, list]] = []
-        if bounds["n"]:
-            for lo in range(bounds["lo"], bounds["hi"] + 1, slice_size):
+        if count:
+            for lo in range(first, last + 1, slice_size):
                 r = self.run(cypher.TRIPLET_SLICE, kg=kg, split=split, lo=lo, hi=lo + slice_size)[0]
                 parts.append((r["heads"], r["rels"], r["tails"]))
         arrays = [np.concatenate([np.asarray(p[k], dtype=np.int64) for p in parts] or [np.zeros(0, np.int64)])
@@ -294,26 +303,24 @@ class GraphStore:
 
     def write_embeddings(self, kg: str, idxs: Sequence[int], vectors: np.ndarray) -> None:
         rows = [[int(i), [float(x) for x in v]] for i, v in zip(idxs, vectors)]
-        self._write(cypher.SET_EMBEDDINGS.replace("{label}", cypher.embedding_label(kg)), kg=kg, rows=rows)
+        self._write(cypher.with_names(cypher.SET_EMBEDDINGS, label=cypher.embedding_label(kg)), kg=kg, rows=rows)
 
     def ensure_vector_index(self, kg: str, dimensions: int) -> None:
         """A cosine vector index over the KG's embeddings, rebuilt if its dimension changed."""
         name = cypher.embedding_index(kg)
         info = self.run(cypher.VECTOR_INDEX_INFO, name=name)
         if info and info[0]["options"]["indexConfig"].get("vector.dimensions") != dimensions:
-            self.run(cypher.DROP_INDEX.replace("{name}", cypher.quote_name(name)))
-        query = cypher.CREATE_VECTOR_INDEX.format(name=cypher.quote_name(name), label=cypher.embedding_label(kg))
+            self.run(cypher.with_names(cypher.DROP_INDEX, index=name))
+        query = cypher.with_names(cypher.CREATE_VECTOR_INDEX, index=name, label=cypher.embedding_label(kg))
         self.run(query, dimensions=dimensions)
         self.run(cypher.AWAIT_INDEXES, seconds=300)
 
     def similar_entities(self, kg: str, entity_id: str, k: int = 10) -> list[tuple[EntityRow, float]]:
-        """Nearest entities by embedding (after ``kclip embed``), best first."""
-        rows = self.run(cypher.SIMILAR_ENTITIES, kg=kg, id=entity_id, k=k, index=cypher.embedding_index(kg))
-        return [(_entity_row(r), r["score"]) for r in rows]
-
-    def similar_to_vector(self, kg: str, vector: Sequence[float], k: int = 10) -> list[tuple[EntityRow, float]]:
-        rows = self.run(cypher.SIMILAR_TO_VECTOR, vector=[float(x) for x in vector], k=k,
-                        index=cypher.embedding_index(kg))
+        """Nearest entities by embedding, best first; ``NotFoundError`` before ``kclip embed`` ran for the KG."""
+        index = cypher.embedding_index(kg)
+        if not self.run(cypher.VECTOR_INDEX_INFO, name=index):
+            raise NotFoundError(f"KG {kg!r} has no embeddings yet; run `kclip embed --run RUN --kg {kg}`")
+        rows = self.run(cypher.SIMILAR_ENTITIES, kg=kg, id=entity_id, k=k, index=index)
         return [(_entity_row(r), r["score"]) for r in rows]
 
     # -- evaluation and prediction -----------------------------------------------------------
@@ -336,7 +343,10 @@ _LUCENE_SPECIAL = set('+-&|!(){}[]^"~*?:\\/')
 
 
 def _lucene_escape(text: str) -> str:
-    return "".join("\\" + c if c in _LUCENE_SPECIAL else c for c in text)
+    """Plain words for Lucene: special characters escaped, and AND/OR/NOT lower-cased so they
+    are searched for rather than read as operators (the index lower-cases text anyway)."""
+    escaped = "".join("\\" + c if c in _LUCENE_SPECIAL else c for c in text)
+    return " ".join(w.lower() if w in ("AND", "OR", "NOT") else w for w in escaped.split())
 
 
 def _entity_row(r: neo4j.Record) -> EntityRow:

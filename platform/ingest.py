@@ -289,7 +289,10 @@ def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
     writer = _ParallelWriter()
     try:
         with Progress(f"writing {kg} entities", total=checked.entities.count, unit="entities", enabled=progress) as bar:
-            def write_entities(rows: list[dict]) -> None:
+            def write_entities(batch: list) -> None:
+                # Images are stored here, in the writer threads: decoding and hashing them in
+                # parallel with the other batches' Neo4j writes (Pillow releases the GIL).
+                rows = [_entity_row(e, props, image, media) for e, props, image in batch]
                 counts, written = store.write_entities(kg, rows, fresh=fresh_entities)
                 with counted:
                     nodes.update(written)
@@ -297,7 +300,7 @@ def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
                     bar.advance(len(rows))
 
             for batch in _batches(checked.entities, ENTITY_BATCH):
-                writer.submit(write_entities, [_entity_row(e, props, image, media) for e, props, image in batch])
+                writer.submit(write_entities, batch)
             writer.drain()  # every triplet's ends must exist before the triplets go in
         with Progress(f"writing {kg} triplets", total=checked.triplets.count, unit="triplets", enabled=progress) as bar:
             def write_triplets(split: str, rows: list[list], n: int) -> None:
@@ -307,7 +310,10 @@ def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
                     bar.advance(n)
 
             for batch in _batches(checked.triplets, TRIPLET_BATCH):
-                for split, rows in _triplet_rows(batch, checked, rel_idx, nodes, summary, fresh_triplets).items():
+                by_split, repeated = _triplet_rows(batch, checked, rel_idx, nodes, fresh_triplets)
+                with counted:
+                    summary.triplets.present += repeated
+                for split, rows in by_split.items():
                     writer.submit(write_triplets, split, rows, len(rows))
             writer.drain()
     finally:
@@ -315,9 +321,11 @@ def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
 
 
 def _triplet_rows(batch: list, checked: _Validation, rel_idx: dict[str, int], nodes: dict[str, str],
-                  summary: LoadSummary, dedupe: bool) -> dict[str, list[list]]:
-    """A spool batch as write_triplets rows, by split, leaving out rejected and repeated rows."""
+                  dedupe: bool) -> tuple[dict[str, list[list]], int]:
+    """A spool batch as write_triplets rows by split, leaving out rejected and repeated rows
+    (returned with the number of repeats)."""
     by_split: dict[str, list[list]] = defaultdict(list)
+    repeated = 0
     for head, relation, tail, split, source in batch:
         if source in checked.bad:
             continue
@@ -326,11 +334,11 @@ def _triplet_rows(batch: list, checked: _Validation, rel_idx: dict[str, int], no
             # memory small; a collision (p ~ n^2 / 2^65) would drop one row.
             key = hash((head, relation, tail, split))
             if key in checked.triplet_keys:
-                summary.triplets.present += 1
+                repeated += 1
                 continue
             checked.triplet_keys.add(key)
         by_split[split].append([nodes[head], rel_idx[relation], nodes[tail]])
-    return by_split
+    return by_split, repeated
 
 
 def _entity_row(entity_id: str, props: dict, image: ImageSource | None, media: MediaStore) -> dict:

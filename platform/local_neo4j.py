@@ -116,7 +116,10 @@ def start(settings: Settings) -> ServiceStatus:
         pid = _running_pid(state)
         if pid is not None:
             port = _configured_port(state) or settings.neo4j_bolt_port
-            _wait_for_bolt(settings, pid, port, time.monotonic() + START_TIMEOUT_S)
+            password = login_password(settings)
+            if password is None:
+                raise ServiceError(f"Neo4j runs from {state} but its password is unknown: set KCLIP_NEO4J_PASSWORD")
+            _wait_for_bolt(settings, pid, port, time.monotonic() + START_TIMEOUT_S, password)
             return status(settings)
         java = _find_java()
         _check_port_free(settings.neo4j_bolt_port)
@@ -127,7 +130,7 @@ def start(settings: Settings) -> ServiceStatus:
         t0 = time.monotonic()
         pid = _launch(java, lib, settings)
         try:
-            _wait_for_bolt(settings, pid, settings.neo4j_bolt_port, t0 + START_TIMEOUT_S)
+            _wait_for_bolt(settings, pid, settings.neo4j_bolt_port, t0 + START_TIMEOUT_S, password)
         except BaseException:
             _terminate(pid, quiet=True)  # a half-started server would make the next start "already running"
             (state / "neo4j.pid").unlink(missing_ok=True)
@@ -148,6 +151,13 @@ def stop(settings: Settings) -> bool:
         _terminate(pid, quiet=False)
         (state / "neo4j.pid").unlink(missing_ok=True)
         return True
+
+
+def login_password(settings: Settings) -> str | None:
+    """The password to log in with: KCLIP_NEO4J_PASSWORD if set, else the stored one (never generates)."""
+    if settings.neo4j_password is not None:
+        return settings.neo4j_password.get_secret_value()
+    return stored_password(settings)
 
 
 def stored_password(settings: Settings) -> str | None:
@@ -262,9 +272,9 @@ def _terminate(pid: int, quiet: bool) -> None:
         time.sleep(0.1)
 
 
-def _wait_for_bolt(settings: Settings, pid: int, port: int, deadline: float) -> None:
+def _wait_for_bolt(settings: Settings, pid: int, port: int, deadline: float, password: str) -> None:
     """Poll until `RETURN 1` succeeds with our credentials; fail fast if the JVM dies or auth fails."""
-    uri, auth = _local_uri(port), (settings.neo4j_user, _password_for_start(settings))
+    uri, auth = _local_uri(port), (settings.neo4j_user, password)
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         if not _alive(pid):
@@ -416,12 +426,10 @@ def _write_config(settings: Settings) -> None:
 
 
 def _password_for_start(settings: Settings) -> str:
-    """KCLIP_NEO4J_PASSWORD if set, else the stored one, generating and storing it the first time."""
-    if settings.neo4j_password is not None:
-        return settings.neo4j_password.get_secret_value()
-    stored = stored_password(settings)
-    if stored is not None:
-        return stored
+    """The login password, generated and stored (0600) the first time there is none."""
+    known = login_password(settings)
+    if known is not None:
+        return known
     password = secrets.token_urlsafe(24)
     # O_EXCL + 0o600 at creation: the file is never readable by others, not even for a moment.
     fd = os.open(settings.neo4j_dir / "password", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -12,6 +12,8 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +65,14 @@ def region_size(src: ImageSource, whole: ImageInfo) -> ImageInfo:
 
 
 class MediaStore:
+    """Safe to use from several threads (loads store images from their writer threads)."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
+        # The last few decoded source images: a scene graph cuts dozens of objects out of one
+        # image, and its objects arrive together, so each image is decoded once, not per object.
+        self._decoded: OrderedDict[Path, Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -77,7 +85,7 @@ class MediaStore:
                 with Image.open(io.BytesIO(data)) as img:
                     ext, (width, height) = _FORMAT_EXT.get(img.format or "", "img"), img.size
             else:
-                data, width, height = _crop_png(src)
+                data, width, height = _png(self._source(src.path).crop(_corners(src.box)))
                 ext = "png"
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise BadImage(f"unreadable image {src.path}: {exc}") from None
@@ -90,14 +98,29 @@ class MediaStore:
     def open(self, key: str) -> Image.Image:
         return Image.open(self.path(key))
 
+    def _source(self, path: Path, keep: int = 4) -> Image.Image:
+        with self._lock:
+            if path in self._decoded:
+                self._decoded.move_to_end(path)
+                return self._decoded[path]
+        with Image.open(path) as img:
+            decoded = img.convert("RGB")  # convert() loads the pixels; the file can close
+        with self._lock:
+            self._decoded[path] = decoded
+            while len(self._decoded) > keep:
+                self._decoded.popitem(last=False)
+        return decoded
 
-def _crop_png(src: ImageSource) -> tuple[bytes, int, int]:
-    x, y, w, h = src.box
-    with Image.open(src.path) as img:
-        region = img.convert("RGB").crop((x, y, x + w, y + h))
+
+def _corners(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    x, y, w, h = box
+    return x, y, x + w, y + h
+
+
+def _png(region: Image.Image) -> tuple[bytes, int, int]:
     buf = io.BytesIO()
     region.save(buf, format="PNG", optimize=False)
-    return buf.getvalue(), w, h
+    return buf.getvalue(), region.width, region.height
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

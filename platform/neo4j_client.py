@@ -21,19 +21,19 @@ T = TypeVar("T")
 
 
 def _password(settings: Settings) -> str:
-    if settings.neo4j_password is not None:
-        return settings.neo4j_password.get_secret_value()
     if settings.uses_local_service:
-        from kclip.platform.local_neo4j import stored_password
+        from kclip.platform.local_neo4j import login_password
 
-        stored = stored_password(settings)
-        if stored is not None:
-            return stored
+        password = login_password(settings)
+        if password is not None:
+            return password
         raise GraphStoreError(
             f"no Neo4j password: the local service in {settings.neo4j_dir} has not been started yet. "
             "Run `kclip neo4j start`, or set KCLIP_NEO4J_URI and KCLIP_NEO4J_PASSWORD for your own Neo4j."
         )
-    raise GraphStoreError(f"KCLIP_NEO4J_PASSWORD is not set for the Neo4j at {settings.neo4j_uri}.")
+    if settings.neo4j_password is None:
+        raise GraphStoreError(f"KCLIP_NEO4J_PASSWORD is not set for the Neo4j at {settings.neo4j_uri}.")
+    return settings.neo4j_password.get_secret_value()
 
 
 def connect(settings: Settings) -> neo4j.Driver:

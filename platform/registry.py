@@ -17,7 +17,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, creat
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from kclip.platform.errors import NotFoundError
+from kclip.platform.errors import ConfigError, NotFoundError
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -86,12 +86,18 @@ class Registry:
         self.engine: Engine = create_engine(url)
         Base.metadata.create_all(self.engine)
 
+    def _run(self, session: Session, name: str) -> Run:
+        run = session.scalar(select(Run).where(Run.name == name))
+        if run is None:
+            raise NotFoundError(f"no run named {name!r} in the registry ({self.engine.url})")
+        return run
+
     def create_run(self, name: str, kg: str, config: dict[str, Any], device: str, world_size: int) -> Run:
         if not RUN_NAME.match(name):
-            raise ValueError(f"run name {name!r}: use 1-128 letters, digits, '_', '.', '-'")
+            raise ConfigError(f"run name {name!r}: use 1-128 letters, digits, '_', '.', '-'")
         with Session(self.engine, expire_on_commit=False) as s:
             if s.scalar(select(Run).where(Run.name == name)) is not None:
-                raise ValueError(f"a run named {name!r} exists already; pick another --run or --resume it")
+                raise ConfigError(f"a run named {name!r} exists already; pick another --run or --resume it")
             run = Run(name=name, kg=kg, config=json.loads(json.dumps(config, default=str)), device=device,
                       world_size=world_size)
             s.add(run)
@@ -100,9 +106,7 @@ class Registry:
 
     def get_run(self, name: str) -> Run:
         with Session(self.engine, expire_on_commit=False) as s:
-            run = s.scalar(select(Run).where(Run.name == name))
-            if run is None:
-                raise NotFoundError(f"no run named {name!r} in the registry ({self.engine.url})")
+            run = self._run(s, name)
             run.checkpoints  # load while the session is open
             return run
 
@@ -112,21 +116,21 @@ class Registry:
 
     def update_run(self, name: str, **fields: Any) -> None:
         with Session(self.engine) as s:
-            run = s.scalar(select(Run).where(Run.name == name))
+            run = self._run(s, name)
             for key, value in fields.items():
                 setattr(run, key, value)
             s.commit()
 
     def log_metrics(self, name: str, step: int, values: dict[str, float]) -> None:
         with Session(self.engine) as s:
-            run_id = s.scalar(select(Run.id).where(Run.name == name))
+            run_id = self._run(s, name).id
             s.add_all(Metric(run_id=run_id, step=step, name=k, value=float(v)) for k, v in values.items())
             s.commit()
 
     def drop_metrics_after(self, name: str, step: int) -> None:
         """Forget metrics logged past ``step``: a resumed run logs those steps again."""
         with Session(self.engine) as s:
-            run_id = s.scalar(select(Run.id).where(Run.name == name))
+            run_id = self._run(s, name).id
             s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.step > step))
             s.commit()
 
@@ -139,7 +143,7 @@ class Registry:
 
     def add_checkpoint(self, name: str, step: int, path: Path) -> None:
         with Session(self.engine) as s:
-            run_id = s.scalar(select(Run.id).where(Run.name == name))
+            run_id = self._run(s, name).id
             s.add(Checkpoint(run_id=run_id, step=step, path=str(path)))
             s.commit()
 
@@ -150,7 +154,7 @@ class Registry:
 
     def add_evaluation(self, name: str, kg: str, split: str, step: int, metrics: dict[str, float]) -> None:
         with Session(self.engine) as s:
-            run_id = s.scalar(select(Run.id).where(Run.name == name))
+            run_id = self._run(s, name).id
             s.add(Evaluation(run_id=run_id, kg=kg, split=split, step=step, metrics=metrics))
             s.commit()
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from kclip.platform.errors import GraphStoreError, KclipError
+from kclip.platform.errors import KclipError, NotFoundError
 from kclip.platform.graph_store import Edge, EntityDetail, EntityRow, GraphStore, KGStats, RelationRow
 from kclip.platform.media import MediaStore
 from kclip.platform.neo4j_client import connect
@@ -183,10 +183,8 @@ def similar_entities(kg: str, entity_id: str, k: int = 10) -> list[tuple[EntityR
 def _similar(key: str, kg: str, entity_id: str, k: int) -> list[tuple[EntityRow, float]]:
     try:
         return store().similar_entities(kg, entity_id, k)
-    except GraphStoreError as exc:
-        if "index" in str(exc).lower():  # the KG's vector index is missing (never built, or dropped)
-            raise NoEmbeddings(f"KG {kg!r} has no vector index yet") from None
-        raise
+    except NotFoundError as exc:  # the KG's vector index is missing (never built, or dropped)
+        raise NoEmbeddings(str(exc)) from None
 
 
 # -- runs and predictions ----------------------------------------------------------------------

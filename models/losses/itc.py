@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
+
+from kclip.models.losses.ranking import ranking_loss
 
 
 def itc_loss(
@@ -11,6 +12,8 @@ def itc_loss(
     text: torch.Tensor,  # (P, D) pooled text embeddings, row i describes image i
     logit_scale: torch.Tensor | float,
 ) -> dict[str, torch.Tensor]:
-    logits = logit_scale * F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T  # (P, P)
-    labels = torch.arange(image.shape[0], device=image.device)
-    return {"itc": (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2}
+    """Each image picks its text among the pairs' texts and each text its image, averaged."""
+    pairs = torch.arange(image.shape[0], device=image.device)
+    i2t = ranking_loss(image, text, pairs, logit_scale)
+    t2i = ranking_loss(text, image, pairs, logit_scale)
+    return {"itc": (i2t + t2i) / 2}

@@ -4,6 +4,13 @@
     kclip load FORMAT PATH --kg NAME [--skip-bad] [-o key=value ...]
     kclip synth scene-graphs OUT --images N --seed S
     kclip stats [--kg NAME] [--json]
+    kclip train --kg NAME --config CONFIG [--run NAME] [--device cuda|cpu] [--max-steps N] [--resume RUN]
+    kclip eval --run RUN [--kg NAME] [--split test] [--json]
+    kclip compare --kg NAME [--config tiny] [--max-steps N] [--variants clip,knowledge-clip,...]
+    kclip embed --run RUN [--kg NAME]
+    kclip predict --run RUN (two of --head ID, --relation NAME, --tail ID) [--top-k K]
+    kclip ui [--address 127.0.0.1] [--port 8501] [--detach | --stop]
+    kclip demo [--wn18rr PATH] [--steps N] [--no-ui]
 """
 
 from __future__ import annotations
@@ -65,18 +72,14 @@ def neo4j_status() -> None:
 # -- loading -----------------------------------------------------------------------------------
 
 def _parse_options(pairs: list[str], dotted: bool = False) -> dict[str, object]:
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--option")
-        # Values that look like JSON (lists, numbers, booleans) are parsed; pydantic validates them.
-        key = key if dotted else key.replace("-", "_")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+    from kclip.models.train_config import parse_overrides
+    from kclip.platform.errors import ConfigError
+
+    try:
+        options = parse_overrides(pairs)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set" if dotted else "--option") from None
+    return options if dotted else {key.replace("-", "_"): value for key, value in options.items()}
 
 
 @app.command("load")
@@ -131,6 +134,19 @@ def synth_scene_graphs(
     out.print(f"load it with: kclip load visual-genome {summary.out} --kg scenes")
 
 
+def _stats_table(all_stats: list) -> Table:
+    """Entities by modality, relations and triplets by split, one row per KG."""
+    from kclip.platform.records import SPLITS
+
+    table = Table(title="knowledge graphs in Neo4j")
+    for column in ("KG", "text entities", "image entities", "relations", *SPLITS):
+        table.add_column(column, justify="right")
+    for s in all_stats:
+        table.add_row(s.kg, f"{s.entities.get('text', 0):,}", f"{s.entities.get('image', 0):,}", f"{s.relations:,}",
+                      *(f"{s.triplets[split]:,}" for split in SPLITS))
+    return table
+
+
 @app.command("stats")
 def stats(
     kg: Optional[str] = typer.Option(None, "--kg", help="one KG (default: all)"),
@@ -147,13 +163,7 @@ def stats(
         payload = {s.kg: {"entities": s.entities, "relations": s.relations, "triplets": s.triplets} for s in all_stats}
         out.print_json(json.dumps(payload))
         return
-    table = Table(title="knowledge graphs in Neo4j")
-    for column in ("KG", "text entities", "image entities", "relations", "train", "dev", "test"):
-        table.add_column(column, justify="right")
-    for s in all_stats:
-        table.add_row(s.kg, f"{s.entities.get('text', 0):,}", f"{s.entities.get('image', 0):,}", f"{s.relations:,}",
-                      *(f"{s.triplets[split]:,}" for split in ("train", "dev", "test")))
-    out.print(table)
+    out.print(_stats_table(all_stats))
 
 
 @app.command("train")
@@ -200,19 +210,10 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="one JSON object, metric names as keys"),
 ) -> None:
     """Link prediction (filtered MRR, Hits@k), relation prediction, and retrieval / relation-swap where images exist."""
-    from kclip.models.evaluate import evaluate
-    from kclip.models.inference import load_run
-    from kclip.platform.neo4j_client import open_graph_store
-    from kclip.platform.registry import Registry
+    from kclip.models.evaluate import evaluate_and_record
 
-    settings = get_settings()
-    loaded = load_run(settings, run, device)
-    kg = kg or loaded.kg
-    with open_graph_store(settings) as store:
-        store.require_kg(kg)
-        metrics = evaluate(loaded, store, kg, split, max_triplets=max_triplets, progress=not as_json)
-    Registry(settings.registry).add_evaluation(run, kg, split, loaded.step, metrics)
-    _print_metrics(f"{run} on {kg}/{split} (step {loaded.step})", metrics, as_json)
+    metrics = evaluate_and_record(get_settings(), run, kg, split, device, max_triplets, progress=not as_json)
+    _print_metrics(f"{run} on {kg or 'its KG'}/{split}", metrics, as_json)
 
 
 @app.command("embed")
@@ -347,13 +348,7 @@ def demo_command(
     from kclip.demo import run_demo
 
     result = run_demo(get_settings(), lambda text: out.print(f"[bold]==>[/] {text}"), wn18rr, steps, images, ui, port)
-    table = Table(title="knowledge graphs in Neo4j")
-    for column in ("KG", "text entities", "image entities", "relations", "train", "dev", "test"):
-        table.add_column(column, justify="right")
-    for s in result["stats"]:
-        table.add_row(s.kg, f"{s.entities.get('text', 0):,}", f"{s.entities.get('image', 0):,}", f"{s.relations:,}",
-                      *(f"{s.triplets[split]:,}" for split in ("train", "dev", "test")))
-    out.print(table)
+    out.print(_stats_table(result["stats"]))
     _print_metrics(f"run {result['run']} on scenes/test", result["metrics"], as_json=False)
     if result["ui"]:
         out.print(f"UI: {result['ui']}  (stop it with `kclip ui --stop`)")

@@ -48,22 +48,19 @@ def run_demo(settings: Settings, say: Callable[[str], None], wn18rr: Path | None
 
 def _train_and_explore(settings: Settings, say: Callable[[str], None], steps: int, ui: bool, ui_port: int) -> dict:
     from kclip.models.embed import write_embeddings
-    from kclip.models.evaluate import evaluate
+    from kclip.models.evaluate import evaluate_and_record
     from kclip.models.inference import load_run
     from kclip.models.train import train
     from kclip.models.train_config import load_train_config
     from kclip.platform.neo4j_client import open_graph_store
-    from kclip.platform.registry import Registry
 
     say(f"training Knowledge-CLIP (tiny config) on {SCENES_KG} for {steps} steps")
     run = train(settings, SCENES_KG, load_train_config("tiny", {"max_steps": steps}))
-    loaded = load_run(settings, run)
+    say("evaluating on the test split")
+    metrics = evaluate_and_record(settings, run, SCENES_KG, "test")
     with open_graph_store(settings) as store:
-        say("evaluating on the test split")
-        metrics = evaluate(loaded, store, SCENES_KG, "test")
-        Registry(settings.registry).add_evaluation(run, SCENES_KG, "test", loaded.step, metrics)
         say("writing entity embeddings and the vector index")
-        write_embeddings(loaded, store, SCENES_KG)
+        write_embeddings(load_run(settings, run), store, SCENES_KG)
     address = None
     if ui:
         from kclip.ui.launch import start_detached
