@@ -31,10 +31,7 @@ def synthetic_batch(model: KnowledgeCLIP, batch: int, text_tokens: int, relation
     g = torch.Generator().manual_seed(0)
     size = model.clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    tokens = torch.randint(1, 49406, (batch, 77), generator=g)
-    tokens[:, text_tokens - 1] = 49407  # end of text: CLIP pools here
-    tokens[:, text_tokens:] = 0
-    tokens[:, 0] = 49406
+    tokens = _captions(batch, text_tokens, g)
     rows = torch.arange(batch)
     dgl = import_dgl()
     src = torch.arange(2 * batch).repeat_interleave(2)
@@ -48,11 +45,20 @@ def synthetic_batch(model: KnowledgeCLIP, batch: int, text_tokens: int, relation
         entity_idx=torch.arange(2 * batch),
         text_tokens=tokens, text_rows=rows + batch,
         images=torch.randn(batch, 3, size, size, generator=g), image_rows=rows,
-        relation_idx=torch.arange(relations), relation_tokens=tokens[:relations],
+        relation_idx=torch.arange(relations), relation_tokens=_captions(relations, 4, g),
         pair_image=rows, pair_text=rows + batch,
         subgraph=SubgraphBatch(graph, tokens.repeat(4, 1), torch.arange(2 * batch, 6 * batch),
                                torch.zeros(0, 3, size, size), torch.zeros(0, dtype=torch.long)),
     )
+
+
+def _captions(n: int, length: int, g: torch.Generator) -> torch.Tensor:
+    """(n, 77) CLIP token rows of ``length`` tokens: start, random words, end of text (where CLIP pools)."""
+    tokens = torch.randint(1, 49406, (n, 77), generator=g)
+    tokens[:, 0] = 49406
+    tokens[:, length - 1] = 49407
+    tokens[:, length:] = 0
+    return tokens
 
 
 def step(model, optimizer, batch, config, device) -> None:
@@ -115,7 +121,7 @@ def main() -> None:
     print(f"{args.config}: {params / 1e6:.1f}M trainable parameters, batch {args.batch} triplets "
           f"({2 * args.batch} entities + {4 * args.batch} neighbours), precision {config.precision}, device {device}")
     print(f"step {seconds * 1000:.1f} ms, {args.batch / seconds:,.0f} triplets/s, "
-          f"{flops / 1e12:.2f} TFLOP per step, {achieved:.1f} TFLOP/s achieved")
+          f"{flops / 1e9:,.1f} GFLOP per step, {achieved:.2f} TFLOP/s achieved")
     if device.type == "cuda":
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in name), None)
