@@ -12,7 +12,7 @@ pairs) get a zero-valued gradient through ``_zero_touch``, so DistributedDataPar
 random-init start it cannot be rebuilt from the config, and resume must be exact.
 
 For evaluation, compute ``entity_embeddings`` once for all entities (in chunks), then dot each
-batch's ``tail_queries`` / ``head_queries`` against them; wrap these calls in ``torch.no_grad()``.
+batch's ``queries(batch)`` (or ``link_queries``) against them; wrap these calls in ``torch.no_grad()``.
 """
 
 from __future__ import annotations
@@ -307,23 +307,17 @@ class KnowledgeCLIP(nn.Module):
 
     def tail_queries(self, batch: TripletBatch) -> torch.Tensor:
         """(B, D) unit-norm E2E queries for (h, r, ?): score all tails as ``queries @ entity_embeddings.T``."""
-        return self._entity_queries(batch, [TAIL])
+        return self.link_queries(batch)[0]
 
     def head_queries(self, batch: TripletBatch) -> torch.Tensor:
         """(B, D) unit-norm E2E queries for (?, r, t)."""
-        return self._entity_queries(batch, [HEAD])
+        return self.link_queries(batch)[1]
 
     def link_queries(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(tail queries, head queries), each (B, D), from one encoding and one fusion pass."""
-        B = batch.heads.shape[0]
-        queries = self._entity_queries(batch, [TAIL, HEAD])
-        return queries[:B], queries[B:]
-
-    def _entity_queries(self, batch: TripletBatch, slots: list[int]) -> torch.Tensor:
         self._require(self.entity_head, "e2e", "tail/head queries")
-        entities = self._encode_entities(batch, [])
-        triplet, _ = self._fuse(batch, entities.tokens, self._encode_relations(batch), slots)
-        return F.normalize(self.entity_head(triplet).float(), dim=-1)
+        asked = self.queries(batch)
+        return asked.tails, asked.heads
 
     def relation_logits(self, batch: TripletBatch) -> torch.Tensor:
         """(B, R) E2R scores of each candidate relation (batch.relation_tokens) for (h, ?, t)."""

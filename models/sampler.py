@@ -96,7 +96,6 @@ class BatchRequest:
     epoch: int
     index: int  # position in the epoch: seeds the neighbourhood sampling
     heads: np.ndarray
-    rels: np.ndarray
     tails: np.ndarray
     candidates: tuple[RelationRow, ...]  # the E2R candidates, from this epoch's relation table
     rel_positions: np.ndarray  # each triplet's relation among the candidates
@@ -177,7 +176,7 @@ class TripletStream(Dataset):
         t = self.triplets
         rels = t.rels[positions]
         candidates, rel_positions = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
-        return BatchRequest(self.plan.epoch, index, t.heads[positions], rels, t.tails[positions], tuple(candidates),
+        return BatchRequest(self.plan.epoch, index, t.heads[positions], t.tails[positions], tuple(candidates),
                             np.asarray(rel_positions, dtype=np.int64))
 
     def loader(self, epoch: int, start_batch: int = 0, num_workers: int = 2, pin_memory: bool = False,
