@@ -7,6 +7,7 @@ relations, L text context length (77 for CLIP's tokenizer).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,12 @@ class TripletBatch:
     def pin_memory(self) -> "TripletBatch":
         return _move(self, "pin", True)
 
+    def __reduce__(self):
+        # DataLoader workers hand a batch over by pickling it, and torch shares every tensor through
+        # its own shared-memory segment and file descriptor: ~30 per batch, ~5 ms of the trainer's
+        # main thread. Packed, a batch crosses as one buffer per dtype.
+        return _unpack_batch, _pack_batch(self)
+
 
 def _move(obj, device, non_blocking):
     changes = {}
@@ -84,3 +91,46 @@ def _move(obj, device, non_blocking):
         elif isinstance(value, SubgraphBatch):  # its DGL graph stays on the CPU
             changes[f.name] = _move(value, device, non_blocking)
     return replace(obj, **changes)
+
+
+def _batch_tensors(batch: TripletBatch) -> tuple[dict[str, torch.Tensor], int | None]:
+    """Every tensor of a batch by a flat name, and its subgraph's node count (None: no subgraph)."""
+    tensors = {f.name: getattr(batch, f.name) for f in fields(batch) if f.name != "subgraph"}
+    sub = batch.subgraph
+    if sub is None:
+        return tensors, None
+    tensors |= {f"subgraph.{f.name}": getattr(sub, f.name) for f in fields(sub) if f.name != "graph"}
+    src, dst = sub.graph.edges()
+    tensors |= {"graph.src": src, "graph.dst": dst}
+    tensors |= {f"graph.ndata.{k}": v for k, v in sub.graph.ndata.items()}
+    tensors |= {f"graph.edata.{k}": v for k, v in sub.graph.edata.items()}
+    return tensors, sub.num_nodes
+
+
+def _pack_batch(batch: TripletBatch) -> tuple:
+    tensors, num_nodes = _batch_tensors(batch)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    layout = []
+    for name, t in tensors.items():
+        parts = by_dtype.setdefault(t.dtype, [])
+        layout.append((name, t.dtype, sum(p.numel() for p in parts), tuple(t.shape)))
+        parts.append(t.reshape(-1))
+    buffers = {dtype: torch.cat(parts) for dtype, parts in by_dtype.items()}
+    return buffers, layout, num_nodes
+
+
+def _unpack_batch(buffers: dict, layout: list, num_nodes: int | None) -> TripletBatch:
+    tensors = {name: buffers[dtype].narrow(0, offset, math.prod(shape)).view(shape)
+               for name, dtype, offset, shape in layout}
+    top = {k: v for k, v in tensors.items() if "." not in k}
+    if num_nodes is None:
+        return TripletBatch(**top)
+    from kclip.models.dgl_compat import import_dgl
+
+    graph = import_dgl().graph((tensors["graph.src"], tensors["graph.dst"]), num_nodes=num_nodes)
+    for prefix, frame in (("graph.ndata.", graph.ndata), ("graph.edata.", graph.edata)):
+        for name, value in tensors.items():
+            if name.startswith(prefix):
+                frame[name[len(prefix):]] = value
+    sub = {k[len("subgraph."):]: v for k, v in tensors.items() if k.startswith("subgraph.")}
+    return TripletBatch(**top, subgraph=SubgraphBatch(graph=graph, **sub))

@@ -23,6 +23,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from kclip.platform.errors import ConfigError
+from kclip.models.tokenizer import fast_tokenizer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 _WEIGHT_SUFFIXES = {".bin", ".pt", ".pth", ".safetensors", ".ckpt"}
@@ -103,7 +104,7 @@ def create_clip(
             f"{name!r} builds a {type(model).__name__} with a {type(visual).__name__} image tower; "
             "Knowledge-CLIP needs a plain open_clip CLIP with a ViT image tower (e.g. ViT-B-32, ViT-B-16, kclip-tiny)."
         )
-    return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name)
+    return model, preprocess_train, preprocess_val, fast_tokenizer(open_clip.get_tokenizer(name))
 
 
 def _resolve_name(name_or_path: str) -> str:

@@ -10,9 +10,11 @@ arrays (so triplets added between epochs appear in the next), and orders them wi
 permutation that depends only on (seed, epoch): every rank computes the same order and takes its
 own shard. The DataLoader's sampler, in the main process, hands each batch of that shard to a
 worker as a ``BatchRequest`` (round robin, results back in order), so each triplet is seen
-exactly once per epoch overall. Workers fetch entity content and neighbourhoods through their
-own Neo4j driver (drivers are not fork-safe), retrying across a Neo4j restart; the plan is
-already fixed, so a restart skips and repeats nothing. What is copied into each worker: the
+exactly once per epoch overall. With G2E on, each request also carries the batch's k-hop
+neighbourhood, sampled from the epoch's in-memory projection of the graph (or, with
+``neighbourhoods="neo4j"``, sampled by the worker through Cypher; see models/neighbourhood.py).
+Workers fetch entity content through their own Neo4j driver (drivers are not fork-safe),
+retrying across a Neo4j restart; the plan is already fixed, so a restart skips and repeats nothing. What is copied into each worker: the
 spec, the settings and the featurizer (its caches then grow per worker); never a driver in use.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from kclip.models.batch import SubgraphBatch, TripletBatch
 from kclip.models.batching import candidate_relations, triplet_batch
 from kclip.models.dgl_compat import import_dgl
 from kclip.models.features import Featurizer
+from kclip.models.neighbourhood import GraphProjection, SampledSubgraph, sample_subgraph
 from kclip.platform.errors import ConfigError, KclipError
 from kclip.platform.graph_store import EntityRow, GraphStore, RelationRow, TripletArrays
 from kclip.platform.neo4j_client import connect, with_reconnect
@@ -50,6 +53,7 @@ class SamplerSpec:
     graph_splits: tuple[str, ...] = ("train",)  # neighbourhoods never see dev/test triplets
     max_relation_candidates: int = 1024
     relations: tuple[str, ...] | None = None  # only triplets of these relations (None: all)
+    neighbourhoods: Literal["projection", "neo4j"] = "projection"  # see models/neighbourhood.py
     reconnect_timeout: float = 300.0
 
 
@@ -57,7 +61,7 @@ def spec_from_config(kg: str, config: "TrainConfig") -> SamplerSpec:
     """The sampler a training config asks for."""
     d = config.data
     return SamplerSpec(kg=kg, split=d.split, batch_size=d.batch_size, seed=config.seed, hops=d.hops, fanout=d.fanout,
-                       max_relation_candidates=d.max_relation_candidates,
+                       max_relation_candidates=d.max_relation_candidates, neighbourhoods=d.neighbourhoods,
                        relations=tuple(d.relations) if d.relations is not None else None)
 
 
@@ -95,10 +99,12 @@ class BatchRequest:
 
     epoch: int
     index: int  # position in the epoch: seeds the neighbourhood sampling
+    content_version: str  # the KG's entity content version at the epoch's start: workers' row caches follow it
     heads: np.ndarray
     tails: np.ndarray
     candidates: tuple[RelationRow, ...]  # the E2R candidates, from this epoch's relation table
     rel_positions: np.ndarray  # each triplet's relation among the candidates
+    subgraph: SampledSubgraph | None = None  # sampled from the epoch's projection; None: the worker asks Neo4j
 
 
 class _EpochRequests(Sampler):
@@ -130,17 +136,20 @@ class TripletStream(Dataset):
         self.world_size, self.rank = world_size, rank
         self.triplets: TripletArrays | None = None
         self.plan: EpochPlan | None = None
+        self.content_version = ""
+        self.projection: GraphProjection | None = None
         self.start_batch = 0
         self._store: GraphStore | None = None
         self._store_pid = -1
         self._inherited: list[GraphStore] = []
         self._loader: DataLoader | None = None
         self._loader_args: tuple | None = None
-        # Entity rows fetched this epoch (per worker). An entity recurs in many batches of an
-        # epoch; refetching it each time costs Neo4j round trips. Cleared when the epoch changes,
-        # so edits made in Neo4j reach training by the next epoch at the latest.
+        # Entity rows already fetched (per worker): an entity recurs in many batches, and refetching
+        # it each time costs Neo4j work. Kept while the KG's content version stays the same (every
+        # kclip load that writes entities changes it), so content edits reach training by the next
+        # epoch; new entities are new idx and always fetched.
         self._rows: dict[int, EntityRow] = {}
-        self._rows_epoch = -1
+        self._rows_version = ""
         self.relations: list[RelationRow] = self._read_relations()
 
     def _read_relations(self) -> list[RelationRow]:
@@ -157,8 +166,14 @@ class TripletStream(Dataset):
         """Read the split's triplets afresh and fix this epoch's order; skip ``start_batch`` batches."""
         spec = self.spec
         self.relations = self._read_relations()  # read before the triplets: every triplet's relation is known
+        version = self._read(lambda s: s.content_version(spec.kg), "reading the content version")
+        self.content_version = version or f"epoch {epoch}"  # KGs loaded before versions: refetch each epoch
         triplets = self._read(lambda s: s.triplet_arrays(spec.kg, spec.split), "reading triplets")
         self.triplets = self._only_wanted(triplets)
+        if spec.hops and spec.neighbourhoods == "projection":
+            self.projection = GraphProjection([
+                triplets if split == spec.split else self._read(lambda s: s.triplet_arrays(spec.kg, split), "reading triplets")
+                for split in spec.graph_splits])
         self.plan = EpochPlan.make(len(self.triplets), spec.batch_size, spec.seed, epoch, self.world_size, self.rank)
         self.start_batch = start_batch
         return self.plan
@@ -176,8 +191,18 @@ class TripletStream(Dataset):
         t = self.triplets
         rels = t.rels[positions]
         candidates, rel_positions = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
-        return BatchRequest(self.plan.epoch, index, t.heads[positions], t.tails[positions], tuple(candidates),
-                            np.asarray(rel_positions, dtype=np.int64))
+        heads, tails = t.heads[positions], t.tails[positions]
+        subgraph = None
+        if self.projection is not None:  # cheap enough for the main process, and needs this epoch's projection
+            subgraph = sample_subgraph(_batch_entities(heads, tails), self.spec.hops,
+                                       lambda frontier, hop: self.projection.sample(
+                                           frontier, self.spec.fanout, self._hop_rng(self.plan.epoch, index, hop)))
+        return BatchRequest(self.plan.epoch, index, self.content_version, heads, tails, tuple(candidates),
+                            np.asarray(rel_positions, dtype=np.int64), subgraph)
+
+    def _hop_rng(self, epoch: int, index: int, hop: int) -> np.random.Generator:
+        # Depends only on (seed, epoch, batch, hop): resumed runs sample the same subgraphs.
+        return np.random.default_rng([self.spec.seed, epoch, index, hop])
 
     def loader(self, epoch: int, start_batch: int = 0, num_workers: int = 2, pin_memory: bool = False,
                prefetch_factor: int = 4) -> DataLoader:
@@ -210,14 +235,16 @@ class TripletStream(Dataset):
 
     def make_batch(self, request: BatchRequest) -> TripletBatch:
         heads, tails = request.heads, request.tails
-        entities = np.unique(np.concatenate([heads, tails]))  # sorted, as triplet_batch orders them
-        nodes, edges = self._neighbourhood(entities, request) if self.spec.hops else (entities, None)
-        rows = self._entity_rows(nodes, request.epoch)
+        entities = _batch_entities(heads, tails)
+        sampled = request.subgraph
+        if sampled is None and self.spec.hops:
+            sampled = self._neo4j_subgraph(entities, request)
+        rows = self._entity_rows(sampled.nodes if sampled is not None else entities, request.content_version)
         by_idx = {r.idx: r for r in rows}
         batch = triplet_batch(self.featurizer, [by_idx[int(h)] for h in heads], request.rel_positions.tolist(),
                               [by_idx[int(x)] for x in tails], request.candidates)
-        if edges is not None:
-            batch.subgraph = self._subgraph(nodes, len(entities), edges, rows)
+        if sampled is not None:
+            batch.subgraph = self._subgraph(sampled, len(entities), rows)
         return batch
 
     # -- pieces ------------------------------------------------------------------------------
@@ -237,9 +264,9 @@ class TripletStream(Dataset):
     def _read(self, fn, what: str):
         return with_reconnect(lambda: fn(self._worker_store()), self.spec.reconnect_timeout, what)
 
-    def _entity_rows(self, idxs: np.ndarray, epoch: int) -> list[EntityRow]:
-        if epoch != self._rows_epoch:
-            self._rows, self._rows_epoch = {}, epoch
+    def _entity_rows(self, idxs: np.ndarray, content_version: str) -> list[EntityRow]:
+        if content_version != self._rows_version:
+            self._rows, self._rows_version = {}, content_version
         wanted = [int(i) for i in idxs if int(i) not in self._rows]
         if wanted:
             fetched = self._read(lambda s: s.entity_content(self.spec.kg, wanted), "reading entities")
@@ -249,45 +276,25 @@ class TripletStream(Dataset):
             raise KclipError(f"entities {missing[:5]} of KG {self.spec.kg!r} vanished from Neo4j mid-epoch")
         return [self._rows[int(i)] for i in idxs]
 
-    def _neighbourhood(self, entities: np.ndarray, request: BatchRequest) -> tuple[np.ndarray, tuple[list, list, list]]:
-        """k-hop sampled neighbourhood: subgraph nodes (batch entities first) and edges by node position."""
-        spec, epoch, index = self.spec, request.epoch, request.index
-        position = {int(e): i for i, e in enumerate(entities)}
-        nodes = [int(e) for e in entities]
-        src, dst, rel, seen = [], [], [], set()
-        frontier = nodes
-        for hop in range(spec.hops):
-            # The salt depends only on (seed, epoch, batch, hop): resumed runs sample the same subgraphs.
-            salt = int(np.random.default_rng([spec.seed, epoch, index, hop]).integers(2**31 - 1))
-            found = self._read(lambda s: s.neighbours(spec.kg, frontier, spec.fanout, salt, spec.graph_splits),
-                               "sampling neighbours")
-            discovered = []
-            for node, r, other, outgoing in zip(found.nodes, found.rels, found.others, found.outgoing):
-                other = int(other)
-                if other not in position:
-                    position[other] = len(nodes)
-                    nodes.append(other)
-                    discovered.append(other)
-                a, b = position[int(node)], position[other]
-                edge = (a, b, int(r)) if outgoing else (b, a, int(r))
-                if edge not in seen:
-                    seen.add(edge)
-                    src.append(edge[0]), dst.append(edge[1]), rel.append(edge[2])
-            frontier = discovered
-            if not frontier:
-                break
-        return np.asarray(nodes, dtype=np.int64), (src, dst, rel)
+    def _neo4j_subgraph(self, entities: np.ndarray, request: BatchRequest) -> SampledSubgraph:
+        spec = self.spec
 
-    def _subgraph(self, nodes: np.ndarray, in_batch: int, edges, rows: list[EntityRow]) -> SubgraphBatch:
+        def sample_hop(frontier: np.ndarray, hop: int):
+            salt = int(self._hop_rng(request.epoch, request.index, hop).integers(2**31 - 1))
+            return self._read(lambda s: s.neighbours(spec.kg, frontier, spec.fanout, salt, spec.graph_splits),
+                              "sampling neighbours")
+
+        return sample_subgraph(entities, spec.hops, sample_hop)
+
+    def _subgraph(self, sampled: SampledSubgraph, in_batch: int, rows: list[EntityRow]) -> SubgraphBatch:
         dgl = import_dgl()
-        src, dst, rel = edges
-        graph = dgl.graph((torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)),
-                          num_nodes=len(nodes))
+        nodes = sampled.nodes
+        graph = dgl.graph((torch.as_tensor(sampled.src), torch.as_tensor(sampled.dst)), num_nodes=len(nodes))
         graph.ndata["entity_idx"] = torch.as_tensor(nodes)
         batch_row = torch.full((len(nodes),), -1, dtype=torch.long)
         batch_row[:in_batch] = torch.arange(in_batch)
         graph.ndata["batch_row"] = batch_row
-        graph.edata["rel"] = torch.as_tensor(rel, dtype=torch.long)
+        graph.edata["rel"] = torch.as_tensor(sampled.rels)
         tokens, text_rows, images, image_rows = self.featurizer.entity_tensors(rows[in_batch:])
         return SubgraphBatch(
             graph=graph,
@@ -296,3 +303,8 @@ class TripletStream(Dataset):
             neighbour_images=images,
             neighbour_image_rows=torch.as_tensor(image_rows, dtype=torch.long) + in_batch,
         )
+
+
+def _batch_entities(heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
+    """The batch's distinct entities, sorted, as ``triplet_batch`` orders them."""
+    return np.unique(np.concatenate([heads, tails]))

@@ -30,6 +30,9 @@ class DataConfig(_Strict):
     split: str = "train"
     hops: int = Field(1, ge=0, description="k of the k-hop neighbourhood for G2E; 0 turns subgraphs off")
     fanout: int = Field(8, gt=0, description="neighbours sampled per node per hop")
+    neighbourhoods: Literal["projection", "neo4j"] = Field(
+        "projection", description="projection: each epoch the train graph is read from Neo4j into memory and "
+        "sampled there (no Neo4j work per batch); neo4j: sampled by Cypher per batch (graphs too large for memory)")
     max_relation_candidates: int = Field(1024, gt=0)
     max_text_tokens: int = Field(77, ge=8, le=77, description="entity and relation text is cut to this many tokens")
     relations: list[str] | None = Field(None, description="train only on triplets of these relations (names)")

@@ -154,6 +154,15 @@ class GraphStore:
     def ensure_kg(self, kg: str) -> None:
         self._write(cypher.ENSURE_KG, kg=kg)
 
+    def touch_content(self, kg: str) -> None:
+        """Mark the KG's entity content as changed (every load does, once its entities are written)."""
+        self._write(cypher.TOUCH_KG_CONTENT, kg=kg)
+
+    def content_version(self, kg: str) -> str | None:
+        """Changes whenever a load writes entities; None for a KG loaded before versions existed."""
+        rows = self.run(cypher.KG_CONTENT_VERSION, kg=kg)
+        return rows[0]["version"] if rows else None
+
     def list_kgs(self) -> list[str]:
         return [r["name"] for r in self.run(cypher.LIST_KGS)]
 
@@ -254,7 +263,8 @@ class GraphStore:
         return TripletArrays(*(a[order] for a in arrays))
 
     def entity_content(self, kg: str, idxs: Sequence[int]) -> list[EntityRow]:
-        return [_entity_row(r) for r in self.run(cypher.ENTITY_CONTENT, kg=kg, idxs=[int(i) for i in idxs])]
+        rows = self.run(cypher.ENTITY_CONTENT, kg=kg, idxs=[int(i) for i in idxs])[0]["rows"]
+        return [EntityRow(*row) for row in rows]
 
     def entities_page(self, kg: str, lo: int, hi: int) -> list[EntityRow]:
         """Entities with ``lo <= idx < hi``, in idx order (for embedding a whole KG)."""

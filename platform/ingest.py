@@ -302,6 +302,7 @@ def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
             for batch in _batches(checked.entities, ENTITY_BATCH):
                 writer.submit(write_entities, batch)
             writer.drain()  # every triplet's ends must exist before the triplets go in
+        store.touch_content(kg)
         with Progress(f"writing {kg} triplets", total=checked.triplets.count, unit="triplets", enabled=progress) as bar:
             def write_triplets(split: str, rows: list[list], n: int) -> None:
                 counts = store.write_triplets(kg, rows, split, fresh=fresh_triplets)

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import open_clip
 import pytest
+import torch
 from kg_fixtures import HUB, RING, write_tsv_kg
 
 from kclip.kg_loaders.tsv import TsvLoader
@@ -85,6 +86,28 @@ def test_triplets_added_between_epochs_appear_in_the_next(neo4j_settings, graph_
     assert sum(len(b.heads) for b in stream.loader(epoch=1, num_workers=0)) == 21  # (h, has, a0) existed
 
 
+def test_entity_content_is_cached_across_epochs_until_a_load_changes_it(neo4j_settings, graph_store, media_store,
+                                                                        ring_kg, featurizer, tmp_path, make_stream):
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=20, hops=0))
+
+    def text_of(epoch: int, entity_id: str) -> torch.Tensor:
+        batch = next(iter(stream.loader(epoch=epoch, num_workers=0)))
+        idx = next(r.idx for r in stream._rows.values() if r.id == entity_id)
+        row = batch.entity_idx.tolist().index(idx)
+        return batch.text_tokens[batch.text_rows.tolist().index(row)]
+
+    assert torch.equal(text_of(0, "a0"), featurizer.tokens(["the entity a0"])[0])
+    cached = dict(stream._rows)
+    text_of(1, "a0")
+    assert len(cached) == 11 and all(stream._rows[i] is row for i, row in cached.items())  # none fetched again
+    edit = tmp_path / "edit"
+    edit.mkdir()
+    (edit / "train.tsv").write_text("a0\tnext\ta1\n")
+    (edit / "entity2text.txt").write_text("a0\tzero renamed\na1\tthe entity a1\n")
+    load_kg(graph_store, TsvLoader(edit, kg=ring_kg), media_store, progress=False)
+    assert torch.equal(text_of(2, "a0"), featurizer.tokens(["zero renamed"])[0])
+
+
 def test_batch_content_matches_neo4j(neo4j_settings, graph_store, ring_kg, featurizer, make_stream):
     stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=20, hops=0))
     batch = next(iter(stream.loader(epoch=0, num_workers=0)))
@@ -96,14 +119,15 @@ def test_batch_content_matches_neo4j(neo4j_settings, graph_store, ring_kg, featu
     assert sorted(names[int(i)] for i in batch.relation_idx) == ["has", "next"]
 
 
-def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring_kg, featurizer, make_stream):
+@pytest.mark.parametrize("source", ["projection", "neo4j"])
+def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring_kg, featurizer, make_stream, source):
     """One batch holding (a0, next, a1): its 1-hop neighbourhood with fanout 20 is every train edge at a0 or a1."""
     by_id = {}
     for idx in range(graph_store.entity_idx_range(ring_kg)[2]):
         for r in graph_store.entity_content(ring_kg, [idx]):
             by_id[r.idx] = r.id
     names = {r.idx: r.name for r in graph_store.relations(ring_kg)}
-    spec = SamplerSpec(kg=ring_kg, batch_size=1, hops=1, fanout=20)
+    spec = SamplerSpec(kg=ring_kg, batch_size=1, hops=1, fanout=20, neighbourhoods=source)
     stream = make_stream(spec)
     stream.set_epoch(0)
     position = next(i for i in range(20) if (by_id[int(stream.triplets.heads[i])], by_id[int(stream.triplets.tails[i])]) == ("a0", "a1"))
@@ -122,15 +146,57 @@ def test_subgraph_is_the_sampled_neighbourhood(neo4j_settings, graph_store, ring
     assert sorted(sub.neighbour_text_rows.tolist()) == list(range(2, g.num_nodes()))
 
 
-def test_fanout_limits_and_sampling_is_deterministic(neo4j_settings, ring_kg, featurizer, make_stream):
-    spec = SamplerSpec(kg=ring_kg, batch_size=2, hops=2, fanout=2)
+@pytest.mark.parametrize("source", ["projection", "neo4j"])
+def test_fanout_limits_and_sampling_is_deterministic(neo4j_settings, ring_kg, featurizer, make_stream, source):
+    spec = SamplerSpec(kg=ring_kg, batch_size=2, hops=2, fanout=2, neighbourhoods=source)
     stream = make_stream(spec)
     stream.set_epoch(0)
-    a = stream.make_batch(stream.request(0)).subgraph.graph
-    b = stream.make_batch(stream.request(0)).subgraph.graph
+    batch = stream.make_batch(stream.request(0))
+    a, b = batch.subgraph.graph, stream.make_batch(stream.request(0)).subgraph.graph
     assert a.edges()[0].tolist() == b.edges()[0].tolist() and a.ndata["entity_idx"].tolist() == b.ndata["entity_idx"].tolist()
-    # each frontier node contributes at most `fanout` edges per hop
-    assert a.num_edges() <= 2 * 2 + 2 * 2 * 2
+    # each frontier node contributes at most `fanout` edges per hop: E batch entities, then <= 2E new nodes
+    entities = batch.num_entities
+    assert a.num_edges() <= 2 * entities + 2 * (2 * entities)
+    other_epoch = make_stream(spec)
+    other_epoch.set_epoch(1)
+    graphs = [other_epoch.make_batch(other_epoch.request(i)).subgraph.graph for i in range(len(other_epoch.plan))]
+    assert any(g.num_edges() > 0 for g in graphs)
+
+
+def test_subgraphs_follow_triplets_added_between_epochs(neo4j_settings, graph_store, media_store, ring_kg,
+                                                        featurizer, tmp_path, make_stream):
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=20, hops=1, fanout=50))
+
+    def edges(epoch: int) -> set[tuple[int, int, int]]:
+        """Every (head, rel, tail) the epoch's subgraphs hold: all train triplets, as fanout exceeds every degree."""
+        found = set()
+        for batch in stream.loader(epoch=epoch, num_workers=0):
+            g = batch.subgraph.graph
+            ent, (src, dst) = g.ndata["entity_idx"], g.edges()
+            found |= {(int(ent[s]), int(r), int(ent[d])) for s, d, r in zip(src, dst, g.edata["rel"])}
+        return found
+
+    before = edges(0)
+    extra = write_tsv_kg(tmp_path / "extra", [("a3", "next", "a7"), ("a3", "next", "a8")])
+    load_kg(graph_store, TsvLoader(extra, kg=ring_kg), media_store, progress=False)
+    assert len(before) == 20 and len(edges(1) - before) == 2
+
+
+def test_batches_cross_from_workers_intact(neo4j_settings, ring_kg, featurizer, make_stream):
+    """What a worker process hands over (packed, see TripletBatch.__reduce__) equals the batch it built."""
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=4, hops=2, fanout=3))
+    from_workers = list(stream.loader(epoch=0, num_workers=2))
+    built_here = [stream.make_batch(stream.request(i)) for i in range(len(stream.plan))]
+    assert len(from_workers) == len(built_here) == 5
+    for got, want in zip(from_workers, built_here):
+        for name in ("heads", "rels", "tails", "entity_idx", "text_tokens", "text_rows", "images", "relation_tokens"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+        g, w = got.subgraph.graph, want.subgraph.graph
+        assert [t.tolist() for t in g.edges()] == [t.tolist() for t in w.edges()] and g.num_nodes() == w.num_nodes()
+        for key in ("entity_idx", "batch_row"):
+            assert torch.equal(g.ndata[key], w.ndata[key])
+        assert torch.equal(g.edata["rel"], w.edata["rel"])
+        assert torch.equal(got.subgraph.neighbour_text_tokens, want.subgraph.neighbour_text_tokens)
 
 
 def test_a_neo4j_restart_mid_epoch_skips_and_repeats_nothing(neo4j_settings, ring_kg, featurizer, make_stream):
@@ -140,7 +206,8 @@ def test_a_neo4j_restart_mid_epoch_skips_and_repeats_nothing(neo4j_settings, rin
 
     from kclip.platform import local_neo4j
 
-    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=2, hops=1, reconnect_timeout=120))
+    # Neighbourhoods from Neo4j: every batch then queries it, so the restart is felt mid-epoch.
+    stream = make_stream(SamplerSpec(kg=ring_kg, batch_size=2, hops=1, neighbourhoods="neo4j", reconnect_timeout=120))
     seen = collections.Counter()
     restart = None
     for i, batch in enumerate(stream.loader(epoch=0, num_workers=0)):
