@@ -48,9 +48,6 @@ class GraphProjection:
         self.rel = np.concatenate([rels, rels])[order]
         self.outgoing = np.concatenate([np.ones(len(heads), bool), np.zeros(len(tails), bool)])[order]
 
-    def __len__(self) -> int:
-        return len(self.node)
-
     def sample(self, frontier: np.ndarray, fanout: int, rng: np.random.Generator) -> Neighbourhood:
         """Up to ``fanout`` incident triplets per frontier node, drawn without replacement."""
         frontier = np.asarray(frontier, dtype=np.int64)

@@ -14,8 +14,9 @@ exactly once per epoch overall. With G2E on, each request also carries the batch
 neighbourhood, sampled from the epoch's in-memory projection of the graph (or, with
 ``neighbourhoods="neo4j"``, sampled by the worker through Cypher; see models/neighbourhood.py).
 Workers fetch entity content through their own Neo4j driver (drivers are not fork-safe),
-retrying across a Neo4j restart; the plan is already fixed, so a restart skips and repeats nothing. What is copied into each worker: the
-spec, the settings and the featurizer (its caches then grow per worker); never a driver in use.
+retrying across a Neo4j restart; the plan is already fixed, so a restart skips and repeats
+nothing. What is copied into each worker: the spec, the settings and the featurizer (its caches
+then grow per worker); never a driver in use.
 """
 
 from __future__ import annotations
@@ -192,13 +193,16 @@ class TripletStream(Dataset):
         rels = t.rels[positions]
         candidates, rel_positions = candidate_relations(self.relations, rels, self.spec.max_relation_candidates)
         heads, tails = t.heads[positions], t.tails[positions]
-        subgraph = None
-        if self.projection is not None:  # cheap enough for the main process, and needs this epoch's projection
-            subgraph = sample_subgraph(_batch_entities(heads, tails), self.spec.hops,
-                                       lambda frontier, hop: self.projection.sample(
-                                           frontier, self.spec.fanout, self._hop_rng(self.plan.epoch, index, hop)))
+        # Sampled here, in the main process: it takes well under a millisecond, and only the main
+        # process holds this epoch's projection (persistent workers were forked epochs ago).
+        subgraph = self._projected_subgraph(heads, tails, index) if self.projection is not None else None
         return BatchRequest(self.plan.epoch, index, self.content_version, heads, tails, tuple(candidates),
                             np.asarray(rel_positions, dtype=np.int64), subgraph)
+
+    def _projected_subgraph(self, heads: np.ndarray, tails: np.ndarray, index: int) -> SampledSubgraph:
+        epoch, fanout = self.plan.epoch, self.spec.fanout
+        return sample_subgraph(_batch_entities(heads, tails), self.spec.hops,
+                               lambda frontier, hop: self.projection.sample(frontier, fanout, self._hop_rng(epoch, index, hop)))
 
     def _hop_rng(self, epoch: int, index: int, hop: int) -> np.random.Generator:
         # Depends only on (seed, epoch, batch, hop): resumed runs sample the same subgraphs.
