@@ -37,6 +37,7 @@ from kclip.models.neighbourhood import GraphProjection, SampledSubgraph, sample_
 from kclip.platform.errors import ConfigError, KclipError
 from kclip.platform.graph_store import EntityRow, GraphStore, RelationRow, TripletArrays
 from kclip.platform.neo4j_client import connect, with_reconnect
+from kclip.platform.records import CAPTION_OF, IMAGE_OF
 from kclip.platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class SamplerSpec:
     max_relation_candidates: int = 1024
     relations: tuple[str, ...] | None = None  # only triplets of these relations (None: all)
     neighbourhoods: Literal["projection", "neo4j"] = "projection"  # see models/neighbourhood.py
+    pair_fraction: float = 0.0  # share of each batch given to image-text pairs (EpochPlan.make_with_pairs)
     reconnect_timeout: float = 300.0
 
 
@@ -63,6 +65,7 @@ def spec_from_config(kg: str, config: "TrainConfig") -> SamplerSpec:
     d = config.data
     return SamplerSpec(kg=kg, split=d.split, batch_size=d.batch_size, seed=config.seed, hops=d.hops, fanout=d.fanout,
                        max_relation_candidates=d.max_relation_candidates, neighbourhoods=d.neighbourhoods,
+                       pair_fraction=d.pair_fraction,
                        relations=tuple(d.relations) if d.relations is not None else None)
 
 
@@ -83,6 +86,34 @@ class EpochPlan:
         shard = shards[rank]
         batches = [b for b in np.array_split(shard, per_rank) if len(b)] if per_rank else []
         return cls(epoch, batches)
+
+    @classmethod
+    def make_with_pairs(cls, is_pair: np.ndarray, batch_size: int, pair_fraction: float, seed: int, epoch: int,
+                        world_size: int = 1, rank: int = 0) -> "EpochPlan":
+        """Batches that give ``pair_fraction`` of their rows to image-text pair triplets.
+
+        The other triplets are planned as by ``make``: each exactly once per epoch overall. Pairs
+        fill their share of every batch from a seeded order of their own, starting over when
+        used up, so a KG with few pairs next to many triplets still trains retrieval every step
+        (as plain CLIP, which sees nothing but pairs, does). Where a KG is all pairs or has none,
+        this is ``make``.
+        """
+        per_batch = min(round(batch_size * pair_fraction), batch_size - 1)
+        if not per_batch or is_pair.all() or not is_pair.any():
+            return cls.make(len(is_pair), batch_size, seed, epoch, world_size, rank)
+        others, pairs = np.flatnonzero(~is_pair), np.flatnonzero(is_pair)
+        plan = cls.make(len(others), batch_size - per_batch, seed, epoch, world_size, rank)
+        cycles: dict[int, np.ndarray] = {}
+
+        def pairs_for(step: int) -> np.ndarray:
+            slots = (step * world_size + rank) * per_batch + np.arange(per_batch)  # disjoint across ranks
+            cycle, at = np.divmod(slots, len(pairs))
+            for c in np.unique(cycle).tolist():
+                if c not in cycles:
+                    cycles[c] = np.random.default_rng([seed, epoch, 1, c]).permutation(len(pairs))
+            return pairs[np.array([cycles[c][a] for c, a in zip(cycle.tolist(), at.tolist())], dtype=np.int64)]
+
+        return cls(epoch, [np.concatenate([others[b], pairs_for(step)]) for step, b in enumerate(plan.batches)])
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -175,7 +206,9 @@ class TripletStream(Dataset):
             self.projection = GraphProjection([
                 triplets if split == spec.split else self._read(lambda s: s.triplet_arrays(spec.kg, split), "reading triplets")
                 for split in spec.graph_splits])
-        self.plan = EpochPlan.make(len(self.triplets), spec.batch_size, spec.seed, epoch, self.world_size, self.rank)
+        pair_relations = [r.idx for r in self.relations if r.name in (IMAGE_OF, CAPTION_OF)]
+        self.plan = EpochPlan.make_with_pairs(np.isin(self.triplets.rels, pair_relations), spec.batch_size,
+                                              spec.pair_fraction, spec.seed, epoch, self.world_size, self.rank)
         self.start_batch = start_batch
         return self.plan
 

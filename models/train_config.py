@@ -33,6 +33,9 @@ class DataConfig(_Strict):
     neighbourhoods: Literal["projection", "neo4j"] = Field(
         "projection", description="projection: each epoch the train graph is read from Neo4j into memory and "
         "sampled there (no Neo4j work per batch); neo4j: sampled by Cypher per batch (graphs too large for memory)")
+    pair_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of each batch given to image-text pairs ('image of' / 'caption of' "
+        "triplets, drawn again when used up) where a KG has them beside other triplets; 0: none reserved")
     max_relation_candidates: int = Field(1024, gt=0)
     max_text_tokens: int = Field(77, ge=8, le=77, description="entity and relation text is cut to this many tokens")
     relations: list[str] | None = Field(None, description="train only on triplets of these relations (names)")

@@ -60,6 +60,41 @@ def test_epoch_plan_reshuffles_each_epoch_and_is_reproducible():
     assert np.array_equal(np.concatenate(a.batches), np.concatenate(again.batches))
 
 
+def test_pair_share_of_each_batch_and_the_others_exactly_once():
+    is_pair = np.zeros(103, bool)
+    is_pair[[3, 17, 40, 41, 99]] = True  # 5 pairs among 98 other triplets
+    plans = [EpochPlan.make_with_pairs(is_pair, 8, 0.25, seed=2, epoch=1, world_size=2, rank=r) for r in range(2)]
+    assert len(plans[0]) == len(plans[1]) == 9  # ceil(49 others per rank / 6)
+    for plan in plans:
+        assert all(len(b) <= 8 and is_pair[b].sum() == 2 for b in plan.batches)
+    others = np.concatenate([b[~is_pair[b]] for p in plans for b in p.batches])
+    assert sorted(others.tolist()) == np.flatnonzero(~is_pair).tolist()
+    # Pairs in step order, ranks interleaved: every run of 5 slots is each pair once.
+    slots = np.concatenate([b[is_pair[b]] for step in range(9) for b in (plans[0].batches[step], plans[1].batches[step])])
+    assert all(sorted(slots[i:i + 5].tolist()) == [3, 17, 40, 41, 99] for i in range(0, 35, 5))
+    again = EpochPlan.make_with_pairs(is_pair, 8, 0.25, seed=2, epoch=1, world_size=2, rank=0)
+    assert all(np.array_equal(a, b) for a, b in zip(again.batches, plans[0].batches))
+
+
+def test_pair_share_changes_nothing_where_a_kg_is_all_pairs_or_has_none():
+    for is_pair in (np.zeros(50, bool), np.ones(50, bool)):
+        mixed, plain = EpochPlan.make_with_pairs(is_pair, 8, 0.5, seed=0, epoch=0), EpochPlan.make(50, 8, seed=0, epoch=0)
+        assert all(np.array_equal(a, b) for a, b in zip(mixed.batches, plain.batches)) and len(mixed) == len(plain)
+
+
+def test_stream_gives_pairs_their_share(neo4j_settings, graph_store, media_store, kg_name, tmp_path, make_stream):
+    pairs = [(f"p{i}", "image of", f"c{i}") for i in range(3)]  # names alone make them pairs to the planner
+    load_kg(graph_store, TsvLoader(write_tsv_kg(tmp_path / "kg", RING + pairs), kg=kg_name), media_store, progress=False)
+    stream = make_stream(SamplerSpec(kg=kg_name, batch_size=4, hops=0, pair_fraction=0.5))
+    seen = collections.Counter()
+    for batch in stream.loader(epoch=0, num_workers=0):
+        keys = triplet_keys(stream, batch)
+        names = {r.idx: r.name for r in stream.relations}
+        assert [names[r] for _, r, _ in keys].count("image of") == 2
+        seen.update(k for k in keys if names[k[1]] != "image of")
+    assert len(seen) == 10 and set(seen.values()) == {1}  # the ring, once; 5 batches of 2 + 2 pairs
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stream_sees_each_triplet_exactly_once_across_workers_and_ranks(neo4j_settings, ring_kg, featurizer, workers, make_stream):
     seen = collections.Counter()
