@@ -9,6 +9,7 @@ the ids are checked to be identical.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from open_clip.tokenizer import SimpleTokenizer
@@ -19,7 +20,7 @@ from kclip.models.tokenizer import FastCLIPTokenizer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wn18rr", default=DEFAULT_WN18RR)
+    parser.add_argument("--wn18rr", type=Path, default=DEFAULT_WN18RR)
     args = parser.parse_args()
     lines = (args.wn18rr / "entity2text.txt").read_text(encoding="utf-8").splitlines()
     texts = [line.split("\t", 1)[1] for line in lines]

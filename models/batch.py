@@ -110,11 +110,13 @@ def _batch_tensors(batch: TripletBatch) -> tuple[dict[str, torch.Tensor], int | 
 def _pack_batch(batch: TripletBatch) -> tuple:
     tensors, num_nodes = _batch_tensors(batch)
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    filled: dict[torch.dtype, int] = {}
     layout = []
     for name, t in tensors.items():
-        parts = by_dtype.setdefault(t.dtype, [])
-        layout.append((name, t.dtype, sum(p.numel() for p in parts), tuple(t.shape)))
-        parts.append(t.reshape(-1))
+        offset = filled.get(t.dtype, 0)
+        layout.append((name, t.dtype, offset, tuple(t.shape)))
+        by_dtype.setdefault(t.dtype, []).append(t.reshape(-1))
+        filled[t.dtype] = offset + t.numel()
     buffers = {dtype: torch.cat(parts) for dtype, parts in by_dtype.items()}
     return buffers, layout, num_nodes
 

@@ -38,9 +38,8 @@ class GraphProjection:
     listed at its head (outgoing) and at its tail (incoming), as Neo4j's undirected expand sees it."""
 
     def __init__(self, parts: Sequence[TripletArrays]):
-        heads = np.concatenate([p.heads for p in parts] or [np.zeros(0, np.int64)])
-        rels = np.concatenate([p.rels for p in parts] or [np.zeros(0, np.int64)])
-        tails = np.concatenate([p.tails for p in parts] or [np.zeros(0, np.int64)])
+        heads, rels, tails = (np.concatenate([getattr(p, k) for p in parts] or [np.zeros(0, np.int64)])
+                              for k in ("heads", "rels", "tails"))
         node = np.concatenate([heads, tails])
         order = np.argsort(node, kind="stable")
         self.node = node[order]
