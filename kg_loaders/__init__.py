@@ -1,6 +1,6 @@
 """Loaders: one module per source format, each turning files on disk into canonical records.
 
-Every loader subclasses ``base.KGLoader`` (format name, options model, ``records()``) and is
+Every loader subclasses ``base.KGLoader`` (format name, options model, ``_records()``) and is
 listed in ``LOADERS`` below; ``kclip load FORMAT PATH --kg NAME`` finds it there. Loaders hold
 no Cypher and write nothing: ``kclip.platform.ingest`` validates what they yield and stores it.
 """

@@ -26,7 +26,9 @@ Skipped, not rejected (they are valid ConceptNet, just not part of this KG):
 
 Rejected: a line without exactly five fields, an assertion URI not starting with ``/a/``, a
 relation not starting with ``/r/``, a concept not of the form ``/c/LANG/TERM...``, info that is not
-a JSON object or has a non-numeric weight, and invalid UTF-8.
+a JSON object or has a non-numeric weight, invalid UTF-8, and a control character in a concept.
+A UTF-8 BOM at the start of the file (or of the decompressed stream) is dropped. The format names
+no other files.
 
 Splits: every triplet is ``train`` unless ``split_ratios`` (train, dev, test) is given; then the
 split is drawn from a hash of the reduced triplet (head, relation, tail), so it is the same on
@@ -45,7 +47,7 @@ from pydantic import field_validator
 
 from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, hashed_split
 from kclip.platform.errors import InputError
-from kclip.platform.records import Entity, Record, Reject, SourceRef, Triplet
+from kclip.platform.records import Record, Reject, SourceRef, Triplet
 
 FIELDS = ("assertion URI", "relation", "start concept", "end concept", "info JSON")
 SKIPPED_RELATIONS = ("/r/ExternalURL",)
@@ -79,11 +81,9 @@ class ConceptNetLoader(KGLoader):
             raise InputError(self.path, None, f"not a file; expected {self.expects()}")
         return [self.path]
 
-    def records(self) -> Iterator[Record]:
+    def _records(self) -> Iterator[Record]:
         path = self.input_files()[0]
         languages = set(self.options.languages)
-        seen_entities: set[str] = set()
-        self.relations_used.clear()
         for item in self.read_fields(path, FIELDS):
             if isinstance(item, Reject):
                 yield item
@@ -97,9 +97,7 @@ class ConceptNetLoader(KGLoader):
             source, relation, concepts = parsed
             yield from self.first_use(relation, source)
             for entity_id, text in concepts:
-                if entity_id not in seen_entities:
-                    seen_entities.add(entity_id)
-                    yield self.make(Entity, source, id=entity_id, modality="text", text=text)
+                yield from self.entity_once(source, entity_id, modality="text", text=text)
             head, tail = concepts[0][0], concepts[1][0]
             split = "train"
             if self.options.split_ratios is not None:

@@ -10,42 +10,53 @@ PATH is one file, told apart by its suffix:
 - ``*.csv``: a header row naming the columns ``image`` and ``caption`` (any order; other columns
   ignored), then one row per caption; an image may have several rows. Quoting as in RFC 4180.
 
+Either may start with a UTF-8 BOM (dropped).
+
 Image files are looked up in ``images_dir`` (default: the directory holding PATH, or its
-``images/`` subfolder when the file is there and not beside PATH). A missing or unreadable image
-is reported by the ingest pass, which names the row that used it.
+``images/`` subfolder when the file is there and not beside PATH). A file name must resolve
+(symlinks followed) inside the directory holding PATH, ``images/`` there, or the ``images_dir``
+given: anything else (``../``, an absolute path elsewhere, a symlink pointing out) rejects the row
+as "outside the dataset". ``images/`` or ``images_dir`` may itself be a symlink to elsewhere. A
+missing or unreadable image is reported by the ingest pass, which names the row that used it.
 
 Mapping: an image is the image entity ``image:<file_name>`` (COCO) or ``image:<image column>``
 (CSV), yielded once, when a caption first uses it (images without captions are left out). A
-caption is the text entity ``caption:<annotation id>`` (COCO) or ``caption:<line>`` (CSV: the line
-where its row starts; the header is line 1). Each pair gives two triplets,
-(image, ``image of``, caption) and (caption, ``caption of``, image): the trainer finds image-text
-pairs by these exact relation names (``IMAGE_OF``, ``CAPTION_OF``).
+caption is the text entity ``caption:<h>``, ``h`` the first 16 hex digits of the SHA-256 of the
+image entity id, a NUL and the caption text (``caption_entity_id``): so the same caption of the same
+image is one entity across rows, files and reloads (a second file never overwrites another's
+captions), and different ones never collide. The caption text is stored normalised (Unicode NFC,
+runs of blanks, tabs and line breaks as one space), as it is hashed. COCO's annotation ids are not
+kept: COCO holds a few identical captions of one image under two ids, which are one entity here.
+Each pair gives two triplets, (image, ``image of``, caption) and (caption, ``caption of``, image):
+the trainer finds image-text pairs by these exact relation names (``IMAGE_OF``, ``CAPTION_OF``).
 
 Splits: ``split`` (default ``train``) for all, or ``split_ratios`` (train, dev, test) drawn per
 image from a hash of its entity id, so all captions of an image share its split.
 
 Rejected: an image or annotation that is not an object or lacks a field, an empty caption, an
 annotation naming an image id not in ``images``, a CSV row with an empty field, invalid UTF-8
-in a CSV row. A file of the wrong shape (no ``images``/``annotations`` array, bad CSV header,
+in a CSV row, an image path outside the dataset, a caption with a control character other than
+tab, newline or carriage return. A file of the wrong shape (no ``images``/``annotations`` array, bad CSV header,
 invalid JSON) stops the load with an ``InputError``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterator
 
-from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, hashed_split
+from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, collapse_blanks, hashed_split, strip_blanks
 from kclip.kg_loaders.json_stream import iter_json_members
 from kclip.platform.errors import InputError
-from kclip.platform.records import (CAPTION_OF, IMAGE_OF, Entity, ImageSource, Record, Reject, Relation, SourceRef,
-                                    Split, Triplet)
+from kclip.platform.records import CAPTION_OF, IMAGE_OF, ImageSource, Record, Reject, SourceRef, Split, Triplet
 
 CSV_COLUMNS = ("image", "caption")
 
-# (source, image entity id, image file name, caption entity id, caption) for one image-caption row
-Pair = tuple[SourceRef, str, str, str, str]
+# (source, image entity id, image file name, caption) for one image-caption row
+Pair = tuple[SourceRef, str, str, str]
 
 
 class ImageTextOptions(SplitRatioOptions):
@@ -67,35 +78,44 @@ class ImageTextLoader(KGLoader):
             raise InputError(self.path, None, f"not a .json or .csv file; expected {self.expects()}")
         return [self.path]
 
-    def records(self) -> Iterator[Record]:
+    def image_dirs(self) -> list[Path]:
+        if self.options.images_dir is not None:
+            return [self.options.images_dir]
+        nested = self.path.parent / "images"
+        return [nested] if nested.is_dir() else []
+
+    def _records(self) -> Iterator[Record]:
         path = self.input_files()[0]
         pairs = self._coco_pairs(path) if path.suffix.lower() == ".json" else self._csv_pairs(path)
-        everywhere = SourceRef(str(path), None)
-        yield Relation.named(self.kg, IMAGE_OF, everywhere)
-        yield Relation.named(self.kg, CAPTION_OF, everywhere)
-        seen_images: set[str] = set()
         for pair in pairs:
             if isinstance(pair, Reject):
                 yield pair
-                continue
-            source, image_id, image_file, caption_id, caption = pair
-            if image_id not in seen_images:
-                seen_images.add(image_id)
-                image = ImageSource(path=self._image_path(image_file))
-                yield self.make(Entity, source, id=image_id, modality="image", image=image)
-            yield self.make(Entity, source, id=caption_id, modality="text", text=caption)
-            split = self.options.split
-            if self.options.split_ratios is not None:
-                split = hashed_split(image_id, self.options.split_ratios)
-            yield self.make(Triplet, source, head=image_id, relation=IMAGE_OF, tail=caption_id, split=split)
-            yield self.make(Triplet, source, head=caption_id, relation=CAPTION_OF, tail=image_id, split=split)
+            else:
+                yield from self._pair_records(*pair)
 
-    def _image_path(self, name: str) -> Path:
+    def _pair_records(self, source: SourceRef, image_id: str, image_file: str, caption: str) -> Iterator[Record]:
+        image_path = self.dataset_file(image_file, source, under=self._images_folder(image_file))
+        if isinstance(image_path, Reject):
+            yield image_path
+            return
+        caption = normalise_caption(caption)
+        caption_id = caption_entity_id(image_id, caption)
+        yield from self.first_use(IMAGE_OF, source)
+        yield from self.first_use(CAPTION_OF, source)
+        yield from self.entity_once(source, image_id, modality="image", image=ImageSource(path=image_path))
+        yield from self.entity_once(source, caption_id, modality="text", text=caption)
+        split = self.options.split
+        if self.options.split_ratios is not None:
+            split = hashed_split(image_id, self.options.split_ratios)
+        yield self.make(Triplet, source, head=image_id, relation=IMAGE_OF, tail=caption_id, split=split)
+        yield self.make(Triplet, source, head=caption_id, relation=CAPTION_OF, tail=image_id, split=split)
+
+    def _images_folder(self, name: str) -> Path:
+        """The folder ``name`` is relative to: ``images_dir``, else beside PATH, else ``images/``."""
         if self.options.images_dir is not None:
-            return self.options.images_dir / name
-        beside = self.path.parent / name
-        nested = self.path.parent / "images" / name
-        return nested if not beside.exists() and nested.exists() else beside
+            return self.options.images_dir
+        beside, nested = self.path.parent, self.path.parent / "images"
+        return nested if not (beside / name).exists() and (nested / name).exists() else beside
 
     # -- COCO Captions -------------------------------------------------------------------------
 
@@ -141,16 +161,14 @@ class ImageTextLoader(KGLoader):
                 yield _csv_pair(source, row, image_col, caption_col)
 
     def _csv_lines(self, path: Path, bad_lines: dict[int, int]) -> Iterator[str]:
-        """Decoded lines for the csv module; undecodable ones are noted, so their row is rejected."""
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                self.bytes_read += len(raw)
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    bad_lines[number] = exc.start
-                    text = raw.decode("utf-8", "replace")
-                yield text.removeprefix("\ufeff") if number == 1 else text  # a BOM from spreadsheets
+        """Decoded lines (BOM dropped) for the csv module; undecodable ones are noted, so their row
+        is rejected."""
+        for number, raw in self.raw_lines(path):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad_lines[number] = exc.start
+                yield raw.decode("utf-8", "replace")
 
 
 def _coco_image(image: Any, files: dict[int | str, str]) -> str | None:
@@ -183,7 +201,7 @@ def _coco_annotation(source: SourceRef, annotation: Any, files: dict[int | str, 
         return Reject(source=source,
                       problem=f"annotation {ann_id!r} names unknown image id {image_id!r} (not in 'images')")
     name = files[image_id]
-    return source, f"image:{name}", name, f"caption:{ann_id}", caption.strip()
+    return source, f"image:{name}", name, caption
 
 
 def _is_id(value: Any) -> bool:
@@ -204,10 +222,22 @@ def _csv_pair(source: SourceRef, row: list[str], image_col: int, caption_col: in
     if len(row) <= max(image_col, caption_col):
         needed = max(image_col, caption_col) + 1
         return Reject(source=source, problem=f"expected at least {needed} columns, got {len(row)}")
-    image, caption = row[image_col].strip(), row[caption_col].strip()
+    image, caption = strip_blanks(row[image_col]), row[caption_col]
     if not image:
         return Reject(source=source, problem="empty image")
-    if not caption:
+    if not caption.strip():
         return Reject(source=source, problem="empty caption")
-    return source, f"image:{image}", image, f"caption:{source.line}", caption
+    return source, f"image:{image}", image, caption
+
+
+def normalise_caption(caption: str) -> str:
+    """A caption as stored and hashed: Unicode NFC, blanks, tabs and line breaks collapsed to one space."""
+    return collapse_blanks(unicodedata.normalize("NFC", caption))
+
+
+def caption_entity_id(image_id: str, caption: str) -> str:
+    """``caption:`` and 16 hex digits of the SHA-256 of the image id, a NUL and the (normalised)
+    caption: the same for the same pair in any file or load, distinct for distinct pairs."""
+    digest = hashlib.sha256(f"{image_id}\0{caption}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"caption:{digest[:16]}"
 

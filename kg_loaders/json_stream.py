@@ -1,6 +1,6 @@
 """Streaming a JSON file that is one array (``iter_json_array``) or one object (``iter_json_members``),
 so multi-gigabyte files (Visual Genome's scene_graphs.json, COCO's captions) never sit in memory
-whole. Errors carry the line where the bad element starts."""
+whole. Errors carry the line where the bad element starts. A UTF-8 BOM at the start is dropped."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class _Reader:
     def __init__(self, path: Path, on_bytes: Callable[[int], None]):
         self.path = path
         self.file = open(path, "rb")
-        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")()  # drops a leading BOM, even split across chunks
         self.on_bytes = on_bytes
         self.text = ""
         self.pos = 0

@@ -9,6 +9,8 @@ PATH is a directory::
       images/      the image files; node image paths are relative to this folder
                    (option ``images_dir`` points elsewhere)
 
+Both files may start with a UTF-8 BOM (dropped).
+
 A node is a JSON object with these fields (others are ignored):
 
 - ``id``: non-empty string. Required in the array form; in the object form the key is the id,
@@ -16,23 +18,29 @@ A node is a JSON object with these fields (others are ignored):
 - ``name``: optional string, the node's name or main sense ("cat").
 - ``gloss``: optional string, or ``glosses``: a list of strings of which the first non-empty one
   is used (``gloss`` wins when both are given). A node needs a name or a gloss.
-- ``images``: optional list of image paths relative to ``images/`` ("ab/ab12cd.jpg").
+- ``images``: optional list of image paths relative to ``images/`` ("ab/ab12cd.jpg"). Each must
+  resolve (symlinks followed) inside PATH or the images folder; ``images/`` (or ``images_dir``)
+  may itself be a symlink to elsewhere, but a path that leaves it (``../``, an absolute path
+  elsewhere, a symlink pointing out) rejects the node as "outside the dataset".
 
 An edge is a JSON object with ``head``, ``relation`` and ``tail`` (non-empty strings, kept exactly
 as written: any Unicode, spaces, ``/film/film/genre``-style paths) and an optional ``split``
 (``train``, ``dev``/``valid``/``validation``, ``test``; default ``train``); other fields are ignored.
 
 Mapping: a node is the text entity with the node's id, text ``"<name>: <gloss>"`` (or whichever
-of the two it has) and attribute ``name``. Each image path P is the image entity ``image:P``
-(shared by every node listing P) with the triplets (``image:P``, ``image of``, node) and
-(node, ``has image``, ``image:P``), in ``train``: ``image of`` is the relation the trainer reads
-image-text pairs from (``records.IMAGE_OF``). Each edge is a triplet between node entities,
-relation name as given, relation text derived by ``readable_relation``.
+of the two it has; runs of blanks and line breaks as one space) and attribute ``name``. Each
+image path P is the image entity ``image:P`` (shared by every node listing P) with the triplets
+(``image:P``, ``image of``, node) and (node, ``has image``, ``image:P``), in ``train``: ``image
+of`` is the relation the trainer reads image-text pairs from (``records.IMAGE_OF``). Each edge is
+a triplet between node entities, relation name as given, relation text derived by
+``readable_relation``.
 
 Rejected (with the file and the line where the node or edge starts): a node or edge of the wrong
 shape, a node defined twice, an edge naming a node not in nodes.json (all nodes are read first, so
-the loader can tell), a bad split. Missing or unreadable image files are reported by the ingest
-pass. A file that is not the expected JSON (or is empty) stops the load with an ``InputError``.
+the loader can tell), a bad split, a control character other than tab, newline and carriage
+return in a name or gloss, an image path outside the dataset. Missing or unreadable image files
+are reported by the ingest pass. A file that is not the expected JSON (or is empty) stops the
+load with an ``InputError``.
 
 VisualSem itself (https://github.com/iacercalixto/visualsem, v2) ships ``nodes.v2.json``
 ({BabelNet id: {"ms": ..., "se": ..., "ims": [image id, ...]}}), ``tuples.v2.json``
@@ -49,7 +57,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from kclip.kg_loaders.base import KGLoader, LoaderOptions
+from kclip.kg_loaders.base import UTF8_BOM, KGLoader, LoaderOptions, collapse_blanks
 from kclip.kg_loaders.json_stream import iter_json_array, iter_json_members
 from kclip.platform.errors import InputError
 from kclip.platform.records import IMAGE_OF, Entity, ImageSource, Record, Reject, SourceRef, Triplet
@@ -81,11 +89,15 @@ class MultimodalLoader(KGLoader):
         return [self.require_file(NODES_FILE, "nodes.json (a JSON object or array of nodes)"),
                 self.require_file(EDGES_FILE, 'edges.json (a JSON array of {"head", "relation", "tail"})')]
 
-    def records(self) -> Iterator[Record]:
-        nodes_path, edges_path = self.input_files()
+    def image_dirs(self) -> list[Path]:
+        return [self.options.images_dir or self.path / "images"]
+
+    def reset_pass(self) -> None:
+        super().reset_pass()
         self._nodes: dict[str, SourceRef] = {}  # node id -> where it was defined
-        self._images: set[str] = set()
-        self.relations_used.clear()
+
+    def _records(self) -> Iterator[Record]:
+        nodes_path, edges_path = self.input_files()
         for source, key, node in self._node_items(nodes_path):
             yield from self._node_records(source, key, node)
         for line, edge in iter_json_array(edges_path, self.count_bytes):
@@ -120,13 +132,14 @@ class MultimodalLoader(KGLoader):
         if isinstance(entity, Reject):
             return
         self._nodes[node_id] = source
-        images_dir = self.options.images_dir or self.path / "images"
+        images_dir = self.image_dirs()[0]
         for image in images:
+            image_path = self.dataset_file(image, source, under=images_dir)
+            if isinstance(image_path, Reject):
+                yield image_path
+                continue
             image_id = f"image:{image}"
-            if image_id not in self._images:
-                self._images.add(image_id)
-                image_file = ImageSource(path=images_dir / image)
-                yield self.make(Entity, source, id=image_id, modality="image", image=image_file)
+            yield from self.entity_once(source, image_id, modality="image", image=ImageSource(path=image_path))
             yield from self.first_use(IMAGE_OF, source)
             yield from self.first_use(HAS_IMAGE, source)
             yield self.make(Triplet, source, head=image_id, relation=IMAGE_OF, tail=node_id)
@@ -154,10 +167,12 @@ class MultimodalLoader(KGLoader):
 def _first_char(path: Path) -> str:
     """The first non-blank character of a file ('' when there is none), to tell array from object."""
     with open(path, "rb") as f:
-        while chunk := f.read(4096):
+        chunk = f.read(4096).removeprefix(UTF8_BOM)
+        while chunk:
             stripped = chunk.lstrip(b" \t\r\n")
             if stripped:
                 return stripped[:1].decode("latin-1")
+            chunk = f.read(4096)
     return ""
 
 
@@ -176,10 +191,10 @@ def _parse_node(key: str | None, node: Any) -> Node | str:
     if gloss is None and glosses is not None:
         if not isinstance(glosses, list) or not all(isinstance(g, str) for g in glosses):
             return f"node {node_id!r}: 'glosses' must be a list of strings"
-        gloss = next((g for g in glosses if g.strip()), None)
+        gloss = next((g for g in glosses if collapse_blanks(g)), None)
     elif gloss is not None and not isinstance(gloss, str):
         return f"node {node_id!r}: 'gloss' must be a string"
-    name, gloss = (name or "").strip(), (gloss or "").strip()
+    name, gloss = collapse_blanks(name or ""), collapse_blanks(gloss or "")
     if not name and not gloss:
         return f"node {node_id!r} has neither a 'name' nor a 'gloss'"
     images = node.get("images", [])

@@ -5,6 +5,9 @@ PATH is a directory with ``train.tsv`` and optionally ``dev.tsv`` (or ``valid.ts
 gives entity text and ``relation2text.txt`` (``relation<TAB>text``) relation text. Without
 ``entity2text.txt`` an entity's text is its id; without ``relation2text.txt`` a relation's text
 is derived from its name. All entities are text: this is a language KG.
+
+Each file may start with a UTF-8 BOM (dropped). A relation given twice in ``relation2text.txt``
+with different text is rejected at its second line. The format names no other files.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Iterator
 
 from kclip.kg_loaders.base import KGLoader, LoaderOptions
 from kclip.platform.errors import InputError
-from kclip.platform.records import Entity, Record, Reject, Relation, Triplet
+from kclip.platform.records import Entity, Record, Reject, Triplet
 
 SPLIT_FILES = (("train", ("train.tsv",)), ("dev", ("dev.tsv", "valid.tsv")), ("test", ("test.tsv",)))
 
@@ -48,24 +51,22 @@ class TsvLoader(KGLoader):
         optional = [self.path / self.options.relation_text_file, self.path / self.options.entity_text_file]
         return [p for p in optional if p.is_file()] + [path for _, path in self.split_files()]
 
-    def records(self) -> Iterator[Record]:
+    def _records(self) -> Iterator[Record]:
         splits = self.split_files()
         yield from self._relations()
         has_entity_file = (self.path / self.options.entity_text_file).is_file()
         if has_entity_file:
             yield from self._entities()
-        implied: set[str] = set()  # without entity2text.txt, entities are implied by the triplets
         for split, path in splits:
             for item in self.read_fields(path, ("head", "relation", "tail"), expected="head<TAB>relation<TAB>tail"):
                 if isinstance(item, Reject):
                     yield item
                     continue
                 source, (head, relation, tail) = item
-                if not has_entity_file:
+                if not has_entity_file:  # entities are implied by the triplets, their id as text
                     for entity_id in (head, tail):
-                        if entity_id not in implied:
-                            implied.add(entity_id)
-                            yield self.make(Entity, source, id=entity_id, modality="text", text=entity_id)
+                        yield from self.entity_once(source, entity_id, modality="text", text=entity_id)
+                yield from self.first_use(relation, source)  # nothing when relation2text.txt defined it
                 yield self.make(Triplet, source, head=head, relation=relation, tail=tail, split=split)
 
     def _relations(self) -> Iterator[Record]:
@@ -77,7 +78,7 @@ class TsvLoader(KGLoader):
                 yield item
                 continue
             source, (name, text) = item
-            yield self.make(Relation, source, name=name, text=text)
+            yield from self.first_use(name, source, text)
 
     def _entities(self) -> Iterator[Record]:
         path = self.path / self.options.entity_text_file

@@ -15,6 +15,13 @@ PATH is a directory holding:
 - ``image_data.json`` (optional): ``[{image_id, width, height, url}]``;
 - ``region_descriptions.json`` (optional): ``[{id: image_id, regions: [{region_id, phrase, ..}]}]``.
 
+The JSON files may start with a UTF-8 BOM (dropped). Every image file must resolve (symlinks
+followed) inside PATH or inside one of the images folders in use: these count as part of the
+dataset even when they are symlinks to elsewhere (``VG_100K -> /mnt/vg/VG_100K`` is the usual
+setup), whether found by convention or named by ``images_dir``. A file that leaves them (a ``url``
+of ``../../x.jpg`` or ``/etc/x.jpg``, an image that is a symlink pointing out) rejects the scene
+graph as "outside the dataset"; its region descriptions then name an unknown image.
+
 Mapping to the canonical records (one scene graph = one image's group of records, entities and
 relations first, then its triplets, all in the image's split):
 
@@ -29,7 +36,8 @@ relations first, then its triplets, all in the image's split):
   the exact predicate string and its text the predicate lower-cased and trimmed;
 - each region description -> text entity ``caption:<region_id>`` with (image, "image of",
   caption) and (caption, "caption of", image), as Knowledge-CLIP turns image-text pairs into
-  triplets. Region boxes are ignored: the caption describes the image.
+  triplets. Region boxes are ignored: the caption describes the image. Region ids are global in
+  VG (like object ids), so unlike ``image-text`` captions these ids need no content hash.
 
 Splits are per image, from a hash of the image id (option ``split_ratios``), so all of an image's
 triplets land in one split and re-running gives the same split. Object ids are global in VG.
@@ -47,7 +55,7 @@ from urllib.parse import urlparse
 from PIL import Image
 from pydantic import PositiveInt
 
-from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, hashed_split
+from kclip.kg_loaders.base import KGLoader, SplitRatioOptions, collapse_blanks, hashed_split
 from kclip.kg_loaders.json_stream import iter_json_array
 from kclip.platform.errors import InputError
 from kclip.platform.records import (CAPTION_OF, IMAGE_OF, IN_IMAGE, Entity, ImageSource, Record, Reject, SourceRef, Split,
@@ -89,7 +97,7 @@ class _Scene:
 
 def normalise(text: str) -> str:
     """VG's free text as an id and a label: trimmed, lower-cased, inner blanks collapsed."""
-    return " ".join(text.split()).lower()
+    return collapse_blanks(text).lower()
 
 
 def clip_box(box: tuple[int, int, int, int], size: tuple[int, int] | None) -> tuple[int, int, int, int] | None:
@@ -133,12 +141,13 @@ class VisualGenomeLoader(KGLoader):
         optional = [self.path / "image_data.json", self.path / "region_descriptions.json"]
         return [self._scene_graphs_file()] + [p for p in optional if p.is_file()]
 
-    def records(self) -> Iterator[Record]:
+    def image_dirs(self) -> list[Path]:
+        return self._find_image_dirs()
+
+    def _records(self) -> Iterator[Record]:
         scene_graphs = self._scene_graphs_file()
-        self._image_dirs = self._find_image_dirs()
+        self._image_dirs = self.image_dirs()
         self._image_data = self._read_image_data()
-        self._seen_text: set[str] = set()
-        self.relations_used.clear()
         splits: dict[int, Split] = {}
         for line, element in iter_json_array(scene_graphs, self.count_bytes):
             if self.options.max_images is not None and len(splits) >= self.options.max_images:
@@ -222,10 +231,12 @@ class VisualGenomeLoader(KGLoader):
             if not isinstance(element.get(key, []), list):
                 yield Reject(source=source, problem=f"image {image_id}: {key} must be a list")
                 return
-        path = self.image_path(image_id)
-        scene = _Scene(image_id, hashed_split(str(image_id), self.options.split_ratios), source,
-                       path, self._image_size(image_id, path))
-        splits[image_id] = scene.split
+        path = self.dataset_file(self.image_path(image_id), source, what=f"image {image_id}: file")
+        splits[image_id] = hashed_split(str(image_id), self.options.split_ratios)
+        if isinstance(path, Reject):
+            yield path
+            return
+        scene = _Scene(image_id, splits[image_id], source, path, self._image_size(image_id, path))
         image = self.make(Entity, source, id=f"image:{image_id}", modality="image", image=ImageSource(path=path))
         (scene.entities if isinstance(image, Entity) else scene.triplets).append(image)
         for n, obj in enumerate(element.get("objects", [])):
@@ -297,9 +308,8 @@ class VisualGenomeLoader(KGLoader):
         self._triplet(scene, f"object:{ends[0]}", predicate, f"object:{ends[1]}")
 
     def _text_entity(self, scene: _Scene, entity_id: str, text: str) -> None:
-        if entity_id not in self._seen_text:  # names and attributes are shared: define each once
-            self._seen_text.add(entity_id)
-            scene.entities.append(self.make(Entity, scene.source, id=entity_id, modality="text", text=text))
+        # Names and attributes are shared: define each once.
+        scene.entities.extend(self.entity_once(scene.source, entity_id, modality="text", text=text))
 
     def _triplet(self, scene: _Scene, head: str, relation: str, tail: str) -> None:
         scene.entities.extend(self.first_use(relation, scene.source, normalise(relation)))
@@ -340,7 +350,7 @@ class VisualGenomeLoader(KGLoader):
                 triplets.append(Reject(source=source, problem=problem))
                 continue
             caption = f"caption:{region_id}"
-            entity = self.make(Entity, source, id=caption, modality="text", text=" ".join(phrase.split()))
+            entity = self.make(Entity, source, id=caption, modality="text", text=collapse_blanks(phrase))
             yield entity
             if isinstance(entity, Entity):
                 yield from self.first_use(IMAGE_OF, source)

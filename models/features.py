@@ -1,7 +1,9 @@
 """Entity content to tensors: text through the CLIP tokenizer, images through the model's preprocessing.
 
 Each DataLoader worker keeps its own caches: token rows for every text entity it has seen
-(small: 77 ints each) and preprocessed images in an LRU bounded by bytes (large: 3xHxW floats).
+(small: 77 ints each), preprocessed images in an LRU bounded by bytes (large: 3xHxW floats),
+and decoded source images that regions (scene-graph objects) are cut from, in the media store's
+own LRU (see ``platform/media.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from PIL import Image
 
 from kclip.platform.errors import InputError
 from kclip.platform.graph_store import EntityRow
-from kclip.platform.media import MediaStore
+from kclip.platform.media import Box, MediaStore
 
 Tokenizer = Callable[[list[str]], torch.Tensor]  # texts -> (N, L) long
 Preprocess = Callable[[Image.Image], torch.Tensor]  # PIL image -> (3, H, W) float
@@ -23,16 +25,18 @@ Preprocess = Callable[[Image.Image], torch.Tensor]  # PIL image -> (3, H, W) flo
 
 class Featurizer:
     def __init__(self, tokenizer: Tokenizer, preprocess: Preprocess, media_root: Path,
-                 image_cache_bytes: int = 512 << 20, context_length: int | None = None):
+                 image_cache_bytes: int = 512 << 20, context_length: int | None = None,
+                 image_size: int | None = None):
         self.tokenizer = tokenizer
         # Shorter than the model's 77 positions when entity texts are long and compute is short;
         # open_clip's tokenizers truncate keeping the end-of-text token, which CLIP pools at.
         self.context = context_length
         self.preprocess = preprocess
-        self.media = MediaStore(media_root)
+        self.image_size = image_size  # the model's input side: JPEGs decode no larger than needed
+        self.media = MediaStore(media_root, decoded_cache_bytes=128 << 20)
         self.image_cache_bytes = image_cache_bytes
         self._tokens: dict[str, torch.Tensor] = {}
-        self._images: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._images: OrderedDict[tuple[str, Box | None], torch.Tensor] = OrderedDict()
         self._image_bytes = 0
 
     def tokens(self, texts: Sequence[str]) -> torch.Tensor:
@@ -49,27 +53,26 @@ class Featurizer:
     def context_length(self) -> int:
         return self.context or int(self.tokenizer([""]).shape[1])
 
-    def images(self, keys: Sequence[str]) -> torch.Tensor:
-        """(N, 3, H, W) preprocessed images from the media store."""
-        if not keys:
+    def images(self, refs: Sequence[tuple[str, Box | None]]) -> torch.Tensor:
+        """(N, 3, H, W) preprocessed images from the media store, by (key, region box or None)."""
+        if not refs:
             return torch.zeros(0, 3, 1, 1)
-        return torch.stack([self._image(k) for k in keys])
+        return torch.stack([self._image(ref) for ref in refs])
 
-    def _image(self, key: str) -> torch.Tensor:
-        cached = self._images.get(key)
+    def _image(self, ref: tuple[str, Box | None]) -> torch.Tensor:
+        cached = self._images.get(ref)
         if cached is not None:
-            self._images.move_to_end(key)
+            self._images.move_to_end(ref)
             return cached
-        path = self.media.path(key)
+        key, box = ref
         try:
-            with Image.open(path) as img:
-                tensor = self.preprocess(img.convert("RGB"))
+            tensor = self.preprocess(self.media.entity_image(key, box, self.image_size))
         except OSError as exc:
-            raise InputError(path, None, f"media store image unreadable ({exc}); reload the KG") from None
-        self._remember(key, tensor)
+            raise InputError(self.media.path(key), None, f"media store image unreadable ({exc}); reload the KG") from None
+        self._remember(ref, tensor)
         return tensor
 
-    def _remember(self, key: str, tensor: torch.Tensor) -> None:
+    def _remember(self, key: tuple[str, Box | None], tensor: torch.Tensor) -> None:
         size = tensor.element_size() * tensor.numel()
         if size > self.image_cache_bytes:
             return
@@ -84,7 +87,7 @@ class Featurizer:
         text_pos = [i for i, r in enumerate(rows) if r.modality == "text"]
         image_pos = [i for i, r in enumerate(rows) if r.modality == "image"]
         tokens = self.tokens([rows[i].text or "" for i in text_pos])
-        images = self.images([rows[i].image for i in image_pos])
+        images = self.images([(rows[i].image, rows[i].image_box) for i in image_pos])
         return tokens, text_pos, images, image_pos
 
 
@@ -94,4 +97,10 @@ def featurizer_for(model, media_root: Path, max_text_tokens: int = 77) -> Featur
     Deterministic preprocessing on purpose: a resumed run must see exactly the tensors it would have.
     """
     return Featurizer(model.tokenizer, model.preprocess_val, media_root,
-                      context_length=max_text_tokens if max_text_tokens < 77 else None)
+                      context_length=max_text_tokens if max_text_tokens < 77 else None,
+                      image_size=_input_side(model.clip.visual.image_size))
+
+
+def _input_side(size: int | Sequence[int]) -> int:
+    # open_clip's ViTs keep (h, w); its ResNets keep one int.
+    return int(size) if isinstance(size, int) else min(int(s) for s in size)

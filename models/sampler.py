@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterator, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from kclip.models.batch import SubgraphBatch, TripletBatch
 from kclip.models.batching import candidate_relations, triplet_batch
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from kclip.models.train_config import TrainConfig
 
 
+RESUME_HINT = ("training stopped; once Neo4j answers again, `kclip train --resume RUN` continues from the "
+               "last checkpoint")
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     kg: str
@@ -57,7 +61,7 @@ class SamplerSpec:
     relations: tuple[str, ...] | None = None  # only triplets of these relations (None: all)
     neighbourhoods: Literal["projection", "neo4j"] = "projection"  # see models/neighbourhood.py
     pair_fraction: float = 0.0  # share of each batch given to image-text pairs (EpochPlan.make_with_pairs)
-    reconnect_timeout: float = 300.0
+    reconnect_timeout: float = 300.0  # how long a Neo4j restart may take before training stops (Neo4jLost)
 
 
 def spec_from_config(kg: str, config: "TrainConfig") -> SamplerSpec:
@@ -137,6 +141,35 @@ class BatchRequest:
     candidates: tuple[RelationRow, ...]  # the E2R candidates, from this epoch's relation table
     rel_positions: np.ndarray  # each triplet's relation among the candidates
     subgraph: SampledSubgraph | None = None  # sampled from the epoch's projection; None: the worker asks Neo4j
+
+
+@dataclass(frozen=True)
+class _WorkerFailure:
+    """A worker's kclip error, sent back as the batch: raised in a worker, torch would re-raise it
+    in the main process with the worker's whole traceback as its message, and the CLI would print
+    that instead of one line. ``_Loader`` raises it again, as itself."""
+
+    kind: type
+    message: str
+    exit_code: int
+
+    def error(self) -> KclipError:
+        try:
+            error = self.kind(self.message)
+        except Exception:  # an error class whose constructor takes other arguments
+            error = KclipError(self.message)
+        error.exit_code = self.exit_code
+        return error
+
+
+class _Loader(DataLoader):
+    """A DataLoader that re-raises the kclip errors of its workers as they were (see ``_WorkerFailure``)."""
+
+    def __iter__(self) -> Iterator[TripletBatch]:
+        for batch in super().__iter__():
+            if isinstance(batch, _WorkerFailure):
+                raise batch.error()
+            yield batch
 
 
 class _EpochRequests(Sampler):
@@ -247,7 +280,7 @@ class TripletStream(Dataset):
         self.set_epoch(epoch, start_batch)
         args = (num_workers, pin_memory, prefetch_factor)
         if self._loader is None or self._loader_args != args:
-            self._loader = DataLoader(
+            self._loader = _Loader(
                 self, batch_size=None, sampler=_EpochRequests(self), num_workers=num_workers,
                 pin_memory=pin_memory, prefetch_factor=prefetch_factor if num_workers else None,
                 persistent_workers=num_workers > 0, multiprocessing_context="fork" if num_workers else None,
@@ -267,8 +300,13 @@ class TripletStream(Dataset):
 
     # -- workers -----------------------------------------------------------------------------
 
-    def __getitem__(self, request: BatchRequest) -> TripletBatch:
-        return self.make_batch(request)
+    def __getitem__(self, request: BatchRequest) -> TripletBatch | _WorkerFailure:
+        try:
+            return self.make_batch(request)
+        except KclipError as exc:
+            if get_worker_info() is None:
+                raise  # the main process: nothing wraps it
+            return _WorkerFailure(type(exc), str(exc), exc.exit_code)
 
     def make_batch(self, request: BatchRequest) -> TripletBatch:
         heads, tails = request.heads, request.tails
@@ -299,7 +337,7 @@ class TripletStream(Dataset):
         return self._store
 
     def _read(self, fn, what: str):
-        return with_reconnect(lambda: fn(self._worker_store()), self.spec.reconnect_timeout, what)
+        return with_reconnect(lambda: fn(self._worker_store()), self.spec.reconnect_timeout, what, then=RESUME_HINT)
 
     def _entity_rows(self, idxs: np.ndarray, content_version: str) -> list[EntityRow]:
         if content_version != self._rows_version:

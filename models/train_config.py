@@ -15,8 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kclip.models.knowledge_clip import LossWeights, ModelConfig
 from kclip.platform.errors import ConfigError
+from kclip.platform.overrides import parse_overrides
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+__all__ = ["TrainConfig", "DataConfig", "OptimConfig", "load_train_config", "bundled_configs",
+           "parse_overrides"]  # parse_overrides lives in platform/overrides.py (torch-free)
 
 
 class _Strict(BaseModel):
@@ -99,24 +102,6 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     return raw
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["data.batch_size=16", "losses.kd=0"]`` as ``{"data.batch_size": 16, ...}``.
-
-    Values that read as JSON (numbers, booleans, lists) are parsed; the rest stay strings.
-    Pydantic validates them when the config is built.
-    """
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected key=value, got {pair!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -7,7 +7,7 @@ values, never labels or types, so user data never reaches query text; the only n
 Graph model (one Neo4j database holds many KGs side by side, separated by the ``kg`` property):
 
     (:KG {name, created_at, next_entity_idx, next_relation_idx})
-    (:Entity {kg, id, idx, modality, text, image, image_width, image_height, attributes})
+    (:Entity {kg, id, idx, modality, text, image, image_box, image_width, image_height, attributes})
     (:Relation {kg, name, idx, text})
     (:Entity)-[:TRIPLET {rel, split}]->(:Entity)      rel = the Relation's idx
 
@@ -59,12 +59,14 @@ KG_CONTENT_VERSION = "MATCH (k:KG {name: $kg}) RETURN k.content_version AS versi
 LIST_KGS = "MATCH (k:KG) RETURN k.name AS name, toString(k.created_at) AS created_at ORDER BY name"
 KG_HAS_ENTITIES = "MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL RETURN e.id LIMIT 1"
 KG_HAS_TRIPLETS = "MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL MATCH (e)-[:TRIPLET]->() RETURN 1 LIMIT 1"
+# A slice of entity idx at a time (``GraphStore.drop_kg`` reports progress between slices),
+# each in bounded inner transactions: triplets first, so no node's DETACH holds a huge edge list.
 DELETE_KG_TRIPLETS = """
-MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL
+MATCH (e:Entity {kg: $kg}) WHERE $lo <= e.idx < $hi
 CALL (e) { MATCH (e)-[t:TRIPLET]-() DELETE t } IN TRANSACTIONS OF 1000 ROWS
 """
 DELETE_KG_NODES = """
-MATCH (n:Entity {kg: $kg}) WHERE n.idx IS NOT NULL
+MATCH (n:Entity {kg: $kg}) WHERE $lo <= n.idx < $hi
 CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS
 """
 DELETE_KG_RELATIONS = "MATCH (r:Relation {kg: $kg}) DELETE r"
@@ -144,13 +146,13 @@ MATCH (h:Entity {kg: $kg}) WHERE $lo <= h.idx < $hi
 MATCH (h)-[t:TRIPLET {split: $split}]->(tl:Entity)
 RETURN collect(h.idx) AS heads, collect(t.rel) AS rels, collect(tl.idx) AS tails
 """
-# One record of [idx, id, modality, text, image] lists (collect() keeps nulls inside lists): the
+# One record of [idx, id, modality, text, image, image_box] lists (collect() keeps nulls inside lists): the
 # driver decodes it about twice as fast as a record per entity, and the sampler's workers ask
 # for every batch's new entities.
 ENTITY_CONTENT = """
 UNWIND $idxs AS i
 MATCH (e:Entity {kg: $kg, idx: i})
-RETURN collect([e.idx, e.id, e.modality, e.text, e.image]) AS rows
+RETURN collect([e.idx, e.id, e.modality, e.text, e.image, e.image_box]) AS rows
 """
 # One hop of neighbourhood sampling: for each frontier node, up to $fanout incident train
 # triplets in a pseudo-random order seeded by $salt (Cypher's rand() cannot be seeded, and
@@ -170,7 +172,7 @@ RETURN collect(n.idx) AS nodes, collect(rel) AS rels, collect(other) AS others, 
 """
 ENTITIES_PAGE = """
 MATCH (e:Entity {kg: $kg}) WHERE $lo <= e.idx < $hi
-RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image
+RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image, e.image_box AS image_box
 ORDER BY idx
 """
 
@@ -179,12 +181,13 @@ ORDER BY idx
 SEARCH_ENTITIES = """
 CALL db.index.fulltext.queryNodes('entity_text', $query, {limit: $scan}) YIELD node, score
 WHERE node.kg = $kg
-RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image, score
+RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image,
+       node.image_box AS image_box, score
 LIMIT $limit
 """
 ENTITY_BY_ID = """
 MATCH (e:Entity {kg: $kg, id: $id})
-RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image,
+RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image, e.image_box AS image_box,
        e.attributes AS attributes, e.image_width AS image_width, e.image_height AS image_height
 """
 ENTITY_TRIPLETS = """
@@ -192,11 +195,11 @@ MATCH (e:Entity {kg: $kg, id: $id})-[t:TRIPLET]-(o:Entity)
 WITH e, t, o LIMIT $limit
 MATCH (r:Relation {kg: $kg, idx: t.rel})
 RETURN startNode(t) = e AS outgoing, r.name AS relation, t.split AS split,
-       o.idx AS idx, o.id AS id, o.modality AS modality, o.text AS text, o.image AS image
+       o.idx AS idx, o.id AS id, o.modality AS modality, o.text AS text, o.image AS image, o.image_box AS image_box
 """
 SAMPLE_ENTITIES = """
 MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL AND e.modality IN $modalities
-RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image
+RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image, e.image_box AS image_box
 ORDER BY e.idx LIMIT $limit
 """
 
@@ -215,7 +218,8 @@ SIMILAR_ENTITIES = """
 MATCH (q:Entity {kg: $kg, id: $id}) WHERE q.embedding IS NOT NULL
 CALL db.index.vector.queryNodes($index, $k + 1, q.embedding) YIELD node, score
 WHERE node <> q
-RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image, score
+RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image,
+       node.image_box AS image_box, score
 LIMIT $k
 """
 
@@ -258,4 +262,86 @@ KNOWN_TAILS = "MATCH (h:Entity {kg: $kg, id: $id})-[t:TRIPLET {rel: $rel}]->(o) 
 KNOWN_HEADS = "MATCH (o)-[t:TRIPLET {rel: $rel}]->(x:Entity {kg: $kg, id: $id}) RETURN o.idx AS idx"
 KNOWN_RELATIONS = """
 MATCH (h:Entity {kg: $kg, id: $head})-[t:TRIPLET]->(x:Entity {kg: $kg, id: $tail}) RETURN t.rel AS rel
+"""
+
+# --- KG write locks (platform/kg_lock.py): one writer per KG, across machines --------------------
+
+KG_LOCK_CONSTRAINT = "CREATE CONSTRAINT kg_lock_key IF NOT EXISTS FOR (l:KGLock) REQUIRE l.kg IS UNIQUE"
+SCHEMA.append(KG_LOCK_CONSTRAINT)  # ensure_schema creates it with the rest
+# Taken when free, already ours (a retried attempt), stale (heartbeat older than its holder's TTL,
+# on the server's clock), or held by the token the caller found dead. SET _LOCK_ takes the node's
+# write lock before anything is read: Neo4j reads committed data, so without it two takers could
+# both see the same stale holder and both believe they won.
+TRY_LOCK_KG = """
+MERGE (l:KGLock {kg: $kg})
+SET l._LOCK_ = true
+WITH l, (l.token IS NULL OR l.token = $token OR l.token = $dead_token
+         OR timestamp() - l.heartbeat > l.ttl_ms) AS free
+FOREACH (_ IN CASE WHEN free THEN [1] ELSE [] END |
+  SET l.token = $token, l.host = $host, l.machine = $machine, l.pid = $pid, l.command = $command,
+      l.ttl_ms = $ttl_ms, l.since = datetime(), l.heartbeat = timestamp())
+REMOVE l._LOCK_
+RETURN free AS acquired, l.token AS token, l.host AS host, l.machine AS machine, l.pid AS pid,
+       l.command AS command, toString(l.since) AS since, timestamp() - l.heartbeat AS age_ms
+"""
+REFRESH_KG_LOCK = "MATCH (l:KGLock {kg: $kg, token: $token}) SET l.heartbeat = timestamp() RETURN count(l) AS held"
+RELEASE_KG_LOCK = "MATCH (l:KGLock {kg: $kg, token: $token}) DELETE l"
+
+# --- management: kclip drop and kclip verify ------------------------------------------------------
+
+# Entity properties holding a media store key. The store keeps a file while any entity of any KG
+# names it in one of these; a property added for media must be listed here, or drops delete its files.
+MEDIA_KEY_PROPERTIES = ["image"]
+KG_MEDIA_KEYS = """
+MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL
+UNWIND $properties AS p
+WITH e[p] AS key WHERE key IS NOT NULL
+RETURN collect(DISTINCT key) AS keys
+"""
+# One scan of every other KG's entities per chunk of keys (no index on image keys: it would cost
+# every write, and drops are rare); `IN $keys` is a hash lookup.
+MEDIA_KEYS_USED_ELSEWHERE = """
+MATCH (e:Entity) WHERE e.kg <> $kg
+UNWIND $properties AS p
+WITH e[p] AS key WHERE key IN $keys
+RETURN collect(DISTINCT key) AS keys
+"""
+# Test and dev triplets whose (head, relation, tail) is in train too, by split: cheap enough to
+# run after every load (each head's edges are read once; EXISTS expands into the pair).
+SPLIT_OVERLAP = """
+MATCH (h:Entity {kg: $kg}) USING INDEX h:Entity(kg, idx) WHERE h.idx IS NOT NULL
+MATCH (h)-[t:TRIPLET]->(x) WHERE t.split <> $train
+  AND EXISTS { MATCH (h)-[u:TRIPLET {split: $train}]->(x) WHERE u.rel = t.rel }
+RETURN t.split AS split, count(t) AS n
+"""
+# The triplet checks of `kclip verify`, for the heads of one idx slice. Each head's edges are
+# grouped by (relation, tail) inside the head's own subquery, so memory follows the largest
+# degree, not the KG; only the few problem groups reach the aggregation. Per group, `splits` lists
+# the split of every copy: a split twice is a duplicate, train beside another split is leakage.
+# A tail outside the KG (another KG's entity, or no entity at all) and a relation idx without a
+# Relation node ($rels: the KG's relation idxs) are dangling; so is an edge into the head from
+# outside the KG (the second branch: it is no head's outgoing edge in this KG).
+VERIFY_TRIPLET_SLICE = """
+MATCH (h:Entity {kg: $kg}) WHERE $lo <= h.idx < $hi
+CALL (h) {
+  MATCH (h)-[t:TRIPLET]->(x)
+  WITH x, t.rel AS rel, collect(t.split) AS splits
+  WITH x, rel, splits, reduce(seen = [], s IN splits | CASE WHEN s IN seen THEN seen ELSE seen + s END) AS kinds
+  WITH x, rel, splits, size(splits) - size(kinds) AS extra,
+       CASE WHEN $train IN kinds THEN size(kinds) - 1 ELSE 0 END AS leaked,
+       coalesce(x.kg, '') <> $kg AS foreign, NOT rel IN $rels AS unknown
+  WHERE extra > 0 OR leaked > 0 OR foreign OR unknown
+  RETURN h.id AS head, x.id AS tail, x.kg AS other_kg, rel, splits, extra, leaked, foreign, unknown
+  UNION ALL
+  MATCH (h)<-[t:TRIPLET]-(y) WHERE coalesce(y.kg, '') <> $kg
+  RETURN y.id AS head, h.id AS tail, y.kg AS other_kg, t.rel AS rel, [t.split] AS splits, 0 AS extra,
+         0 AS leaked, true AS foreign, false AS unknown
+}
+WITH [head, rel, tail, splits, other_kg] AS example, extra, leaked, foreign, unknown, size(splits) AS copies
+RETURN sum(extra) AS duplicates, collect(CASE WHEN extra > 0 THEN example END)[..$k] AS duplicates_examples,
+       sum(leaked) AS leaked, collect(CASE WHEN leaked > 0 THEN example END)[..$k] AS leaked_examples,
+       sum(CASE WHEN foreign THEN copies ELSE 0 END) AS cross_kg,
+       collect(CASE WHEN foreign THEN example END)[..$k] AS cross_kg_examples,
+       sum(CASE WHEN unknown THEN copies ELSE 0 END) AS unknown_relations,
+       collect(CASE WHEN unknown THEN example END)[..$k] AS unknown_relations_examples
 """

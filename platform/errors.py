@@ -1,4 +1,9 @@
-"""One exception hierarchy for kclip. Messages say what went wrong, where, and how to fix it."""
+"""One exception hierarchy for kclip. Messages say what went wrong, where, and how to fix it.
+
+Each class carries the exit code the CLI ends with (``exit_code``), so scripts can tell a bad
+input (1) from a temporary failure worth retrying: Neo4j lost mid-way (75, ``EX_TEMPFAIL``) or a
+KG being written by another process (73).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from pathlib import Path
 
 class KclipError(Exception):
     """Base of every error kclip raises on purpose; the CLI prints these without a traceback."""
+
+    exit_code: int = 1
 
 
 class ConfigError(KclipError):
@@ -19,6 +26,30 @@ class ServiceError(KclipError):
 
 class GraphStoreError(KclipError):
     """Neo4j is unreachable, refused our credentials, or a query failed."""
+
+
+class Neo4jUnreachable(GraphStoreError):
+    """Neo4j does not answer at its address: not started, a wrong URI, or down (a restart)."""
+
+
+class Neo4jLost(GraphStoreError):
+    """Neo4j went away mid-work and did not come back within the driver's retries (or our wait).
+
+    Everything kclip writes is idempotent, so the message says how far it got and that running
+    the same command again, once Neo4j is back, finishes the work.
+    """
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class KGBusy(KclipError):
+    """Another process holds a KG's write lock and did not release it within the wait."""
+
+    exit_code = 73
+
+
+class KGLockLost(KclipError):
+    """This process's write lock on a KG was taken over (its heartbeat stopped for longer than the TTL)."""
 
 
 class InputError(KclipError):

@@ -62,6 +62,7 @@ class EntityRow:
     modality: str
     text: str | None
     image: str | None  # media store key
+    image_box: tuple[int, int, int, int] | None = None  # a region of that image (x, y, w, h)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,24 @@ class Neighbourhood:
     rels: np.ndarray
     others: np.ndarray
     outgoing: np.ndarray  # bool: the edge points from nodes[i] to others[i]
+
+
+@dataclass
+class Finding:
+    """One kind of problem ``verify`` looks for: how many, and a few examples."""
+
+    count: int = 0
+    examples: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TripletChecks:
+    """The triplet problems of a KG (``GraphStore.verify``); counts are triplets (copies, for duplicates)."""
+
+    duplicates: Finding = field(default_factory=Finding)  # same head, relation, tail and split again
+    leaked: Finding = field(default_factory=Finding)  # dev/test triplets that are in train too
+    cross_kg: Finding = field(default_factory=Finding)  # joining an entity of another KG (or a non-entity)
+    unknown_relations: Finding = field(default_factory=Finding)  # rel idx with no Relation node in the KG
 
 
 def entity_properties(entity: Entity) -> dict:
@@ -177,16 +196,71 @@ class GraphStore:
     def has_triplets(self, kg: str) -> bool:
         return bool(self.run(cypher.KG_HAS_TRIPLETS, kg=kg))
 
-    def drop_kg(self, kg: str) -> None:
-        """Delete a KG, everything in it and its vector index, in bounded transactions."""
-        queries = (cypher.DELETE_KG_TRIPLETS, cypher.DELETE_KG_NODES, cypher.DELETE_KG_RELATIONS, cypher.DELETE_KG)
+    def drop_kg(self, kg: str, on_progress: Callable[[int], None] | None = None, slice_size: int = 20_000) -> None:
+        """Delete a KG, everything in it and its vector index, in bounded transactions.
+
+        Entities go a slice of idx at a time, their triplets first; ``on_progress`` receives the
+        number of entities deleted after each slice. Interrupted, running it again finishes the job.
+        """
+        first, last, _ = self.entity_idx_range(kg)
         try:
-            for query in queries:
-                with self.driver.session(database=self.database) as session:
-                    session.run(query, kg=kg).consume()  # CALL IN TRANSACTIONS needs an auto-commit session
+            for lo in range(first, last + 1, slice_size):
+                bounds = {"kg": kg, "lo": lo, "hi": lo + slice_size}
+                self._auto_commit(cypher.DELETE_KG_TRIPLETS, **bounds)
+                deleted = self._auto_commit(cypher.DELETE_KG_NODES, **bounds).counters.nodes_deleted
+                if on_progress is not None:
+                    on_progress(deleted)
+            self._auto_commit(cypher.DELETE_KG_RELATIONS, kg=kg)
+            self._auto_commit(cypher.DELETE_KG, kg=kg)
         except Neo4jError as exc:
             raise GraphStoreError(f"dropping KG {kg!r} failed: {exc.message or exc}") from exc
         self.run(cypher.with_names(cypher.DROP_INDEX, index=cypher.embedding_index(kg)))
+
+    def _auto_commit(self, cypher_text: str, /, **params) -> neo4j.ResultSummary:
+        # CALL { } IN TRANSACTIONS needs an auto-commit session, not a managed transaction.
+        with self.driver.session(database=self.database) as session:
+            return session.run(cypher_text, params).consume()
+
+    # -- management: media references, split overlap, verification ---------------------------
+
+    def media_keys(self, kg: str) -> set[str]:
+        """Every media store key the KG's entities reference (``cypher.MEDIA_KEY_PROPERTIES``)."""
+        rows = self.run(cypher.KG_MEDIA_KEYS, kg=kg, properties=cypher.MEDIA_KEY_PROPERTIES)
+        return set(rows[0]["keys"])
+
+    def media_keys_used_elsewhere(self, kg: str, keys: Iterable[str], chunk: int = 100_000) -> set[str]:
+        """Those of ``keys`` that an entity of another KG references too."""
+        keys, used = sorted(keys), set()
+        for start in range(0, len(keys), chunk):
+            rows = self.run(cypher.MEDIA_KEYS_USED_ELSEWHERE, kg=kg, keys=keys[start:start + chunk],
+                            properties=cypher.MEDIA_KEY_PROPERTIES)
+            used.update(rows[0]["keys"])
+        return used
+
+    def split_overlap(self, kg: str) -> dict[str, int]:
+        """How many triplets of each split but train also appear in train (leakage), e.g.
+        ``{"dev": 0, "test": 3}``. One pass over the KG's edges: about a second on WN18RR."""
+        counts = {r["split"]: r["n"] for r in self.run(cypher.SPLIT_OVERLAP, kg=kg, train=SPLITS[0])}
+        return {split: counts.get(split, 0) for split in SPLITS[1:]} | counts
+
+    def verify(self, kg: str, examples: int = 5, on_progress: Callable[[int], None] | None = None,
+               slice_size: int = 20_000) -> TripletChecks:
+        """Duplicate, leaked and dangling triplets (``TripletChecks``), read a slice of head idx at a
+        time; ``on_progress`` receives the width of each slice done, in entity idx (the total is
+        the KG's idx span, ``entity_idx_range``)."""
+        names = {r.idx: r.name for r in self.relations(kg)}
+        first, last, _ = self.entity_idx_range(kg)
+        checks = TripletChecks()
+        for lo in range(first, last + 1, slice_size):
+            row = self.run(cypher.VERIFY_TRIPLET_SLICE, kg=kg, lo=lo, hi=lo + slice_size, rels=list(names),
+                           train=SPLITS[0], k=examples)[0]
+            for kind, finding in vars(checks).items():
+                finding.count += row[kind]
+                room = examples - len(finding.examples)
+                finding.examples += [_triplet_example(kg, e, names) for e in row[f"{kind}_examples"][:room]]
+            if on_progress is not None:
+                on_progress(min(slice_size, last + 1 - lo))
+        return checks
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -264,7 +338,7 @@ class GraphStore:
 
     def entity_content(self, kg: str, idxs: Sequence[int]) -> list[EntityRow]:
         rows = self.run(cypher.ENTITY_CONTENT, kg=kg, idxs=[int(i) for i in idxs])[0]["rows"]
-        return [EntityRow(*row) for row in rows]
+        return [EntityRow(*row[:5], _box(row[5])) for row in rows]
 
     def entities_page(self, kg: str, lo: int, hi: int) -> list[EntityRow]:
         """Entities with ``lo <= idx < hi``, in idx order (for embedding a whole KG)."""
@@ -348,6 +422,37 @@ class GraphStore:
     def known_relations(self, kg: str, head_id: str, tail_id: str) -> set[int]:
         return {r["rel"] for r in self.run(cypher.KNOWN_RELATIONS, kg=kg, head=head_id, tail=tail_id)}
 
+    # -- KG write locks (platform/kg_lock.py) ------------------------------------------------
+
+    def ensure_lock_schema(self) -> None:
+        """The uniqueness constraint that makes taking a KG's lock atomic (part of ``ensure_schema`` too)."""
+        self.run(cypher.KG_LOCK_CONSTRAINT)
+
+    def try_lock_kg(self, kg: str, token: str, owner: dict, dead_token: str = "") -> dict:
+        """Take the KG's write lock for ``token`` if it is free, stale or held by ``dead_token``.
+
+        ``owner`` holds host, machine, pid, command and ttl_ms. Returns the lock's state after
+        the attempt: ``acquired`` and the holder's token, host, machine, pid, command, since, age_ms.
+        """
+        params = {"kg": kg, "token": token, "dead_token": dead_token, **owner}
+        return self._write_tx(lambda tx: tx.run(cypher.TRY_LOCK_KG, params).single().data())
+
+    def refresh_kg_lock(self, kg: str, token: str, timeout: float) -> bool:
+        """Renew the heartbeat; False when the lock is no longer ``token``'s (it was taken over)."""
+        return self._run_once(cypher.REFRESH_KG_LOCK, timeout, kg=kg, token=token)[0]["held"] > 0
+
+    def release_kg_lock(self, kg: str, token: str, timeout: float) -> None:
+        self._run_once(cypher.RELEASE_KG_LOCK, timeout, kg=kg, token=token)
+
+    def _run_once(self, cypher_text: str, timeout: float, /, **params) -> list[neo4j.Record]:
+        """An auto-commit query with a server-side timeout that the driver never retries: lock
+        heartbeats and releases must fail fast when Neo4j is gone, not wait out the retries."""
+        try:
+            with self.driver.session(database=self.database) as session:
+                return list(session.run(neo4j.Query(cypher_text, timeout=timeout), params))
+        except Neo4jError as exc:
+            raise GraphStoreError(f"Neo4j query failed: {exc.message or exc}") from exc
+
 
 _LUCENE_SPECIAL = set('+-&|!(){}[]^"~*?:\\/')
 
@@ -359,5 +464,16 @@ def _lucene_escape(text: str) -> str:
     return " ".join(w.lower() if w in ("AND", "OR", "NOT") else w for w in escaped.split())
 
 
+def _triplet_example(kg: str, example: list, relation_names: dict[int, str]) -> dict:
+    """A VERIFY_TRIPLET_SLICE example, ``[head id, rel idx, tail id, splits, other end's KG]``, for people."""
+    head, rel, tail, splits, other_kg = example
+    found = {"head": head, "relation": relation_names.get(rel), "rel": rel, "tail": tail, "splits": sorted(splits)}
+    return found if other_kg == kg else found | {"other_kg": other_kg}
+
+
 def _entity_row(r: neo4j.Record) -> EntityRow:
-    return EntityRow(r["idx"], r["id"], r["modality"], r["text"], r["image"])
+    return EntityRow(r["idx"], r["id"], r["modality"], r["text"], r["image"], _box(r.get("image_box")))
+
+
+def _box(value: list | None) -> tuple[int, int, int, int] | None:
+    return tuple(int(v) for v in value) if value else None

@@ -4,9 +4,12 @@ Two passes, so that bad input never half-lands:
 
 1. *validate*: read the loader's records once, check every row (parse errors, entities defined
    twice with different content, triplets whose entities exist neither in the input nor in the
-   KG, missing or unreadable images), and spool the good rows to temporary files.
+   KG), and decode every image file the entities use, once per file, in a few threads while the
+   loader reads on (missing, truncated, corrupt, over the pixel limit, a box outside the image);
+   the good rows are spooled to temporary files.
 2. *write*: only if pass 1 found nothing wrong (or ``skip_bad`` was asked for), write relations,
-   then entities (storing their images in the media store), then triplets, from the spools.
+   then entities, then triplets, from the spools. Each image file goes into the media store once,
+   as it is; a region entity (a scene-graph object) holds its source's key and its box.
 
 Writes are idempotent (MERGE on each record's identity), so loading the same data twice changes
 nothing and a load killed half-way ends complete when run again. A KG with no entities or no
@@ -21,7 +24,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,13 +32,17 @@ from typing import Any, Callable, Iterator
 from kclip.kg_loaders.base import KGLoader
 from kclip.platform.errors import InputError, LoadRefused
 from kclip.platform.graph_store import GraphStore, WriteCounts, entity_properties
-from kclip.platform.media import BadImage, MediaStore, inspect_image, region_size
+from kclip.platform.kg_lock import DEFAULT_WAIT_S, kg_write_lock
+from kclip.platform.neo4j_client import reporting_lost_neo4j
+from kclip.platform.media import BadImage, ImageInfo, MediaStore, StoredImage, check_image, region_size
 from kclip.platform.progress import Progress
 from kclip.platform.records import Entity, ImageSource, Reject, Relation, SourceRef, Triplet
 
 ENTITY_BATCH = 5_000
 TRIPLET_BATCH = 5_000
 WRITER_THREADS = 2
+IMAGE_CHECK_THREADS = 2
+IMAGES_IN_FLIGHT = 32  # source images being decoded while the loader reads on
 MAX_ERRORS_SHOWN = 20
 
 
@@ -59,11 +66,21 @@ class LoadSummary:
     unparsed_rows: int = 0
     rejects_path: Path | None = None
     seconds: float = 0.0
+    # dev/test triplets of the KG that are also in train, by split (a leak evaluation would hide)
+    leaked: dict[str, int] = field(default_factory=dict)
+
+    def leak_warning(self) -> str | None:
+        if not self.leaked:
+            return None
+        counts = " and ".join(f"{n:,} {split}" for split, n in sorted(self.leaked.items()))
+        return (f"{counts} triplet(s) of KG {self.kg!r} also appear in train: evaluation on them measures "
+                f"memory, not prediction (details: kclip verify --kg {self.kg})")
 
     def as_dict(self) -> dict[str, Any]:
         kinds = {k: vars(getattr(self, k)) for k in ("entities", "relations", "triplets")}
         return {"kg": self.kg, **kinds, "unparsed_rows": self.unparsed_rows,
-                "rejects": str(self.rejects_path) if self.rejects_path else None, "seconds": round(self.seconds, 3)}
+                "rejects": str(self.rejects_path) if self.rejects_path else None, "seconds": round(self.seconds, 3),
+                "leaked": self.leaked}
 
 
 class _Spool:
@@ -116,6 +133,8 @@ class _Validation:
     duplicate_entities: int = 0
     triplet_keys: set[int] = field(default_factory=set)
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # entities rejected after their triplets were spooled (their image turned out bad)
+    bad_entities: set[str] = field(default_factory=set)
 
     def reject(self, kind: str, source: SourceRef | None, problem: str) -> None:
         self.error_count += 1
@@ -127,47 +146,65 @@ class _Validation:
 
 
 def load_kg(store: GraphStore, loader: KGLoader, media: MediaStore, *, skip_bad: bool = False,
-            rejects_path: Path | None = None, progress: bool = True) -> LoadSummary:
-    """Validate then write everything ``loader`` yields into its KG; see the module docstring."""
+            rejects_path: Path | None = None, progress: bool = True, wait: float = DEFAULT_WAIT_S) -> LoadSummary:
+    """Validate then write everything ``loader`` yields into its KG; see the module docstring.
+
+    One writer per KG: waits up to ``wait`` seconds while another process writes it (``kg_lock``).
+    Losing Neo4j ends in ``Neo4jLost``, which says what this load wrote and that rerunning finishes it.
+    """
     started = time.perf_counter()
-    store.ensure_schema()
     kg = loader.kg
-    with tempfile.TemporaryDirectory(prefix="kclip-load-") as tmp:
-        checked = _validate(store, loader, Path(tmp), progress)
+    summary = LoadSummary(kg=kg)
+
+    def written_so_far() -> str:
+        return (f"confirmed written before that: {summary.entities.added:,} new entities and "
+                f"{summary.triplets.added:,} new triplets in KG {kg!r}; run the same command again once Neo4j "
+                "is back to finish the load")
+
+    with (reporting_lost_neo4j(written_so_far), kg_write_lock(store, kg, wait=wait),
+          tempfile.TemporaryDirectory(prefix="kclip-load-") as tmp):
+        store.ensure_schema()
+        checked = _validate(store, loader, Path(tmp), progress, media)
         if checked.error_count and not skip_bad:
             raise LoadRefused(checked.errors[:MAX_ERRORS_SHOWN], checked.error_count)
-        summary = LoadSummary(kg=kg)
         summary.unparsed_rows = checked.rejected.pop("row", 0)
         for kind, n in checked.rejected.items():
             getattr(summary, kind).rejected = n
         if checked.error_count:
             summary.rejects_path = _write_rejects(checked, rejects_path or Path(f"rejects-{kg}.tsv"))
         _write(store, kg, checked, media, summary, progress)
+        summary.leaked = {split: n for split, n in store.split_overlap(kg).items() if n}
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 # -- pass 1 ------------------------------------------------------------------------------------
 
-def _validate(store: GraphStore, loader: KGLoader, tmp: Path, progress: bool) -> _Validation:
+def _validate(store: GraphStore, loader: KGLoader, tmp: Path, progress: bool, media: MediaStore) -> _Validation:
     checked = _Validation(entities=_Spool(tmp, "entities"), triplets=_Spool(tmp, "triplets"))
-    image_sizes: dict[Path, Any] = {}
+    images = _ImageChecks(checked, media.max_image_pixels)
     total_bytes = sum(p.stat().st_size for p in loader.input_files())
-    with Progress(f"checking {loader.kg}", total=total_bytes / 1e6, unit="MB", enabled=progress) as bar:
-        read = 0
-        for record in loader.records():
-            if isinstance(record, Reject):
-                checked.reject("row", record.source, record.problem)
-            elif isinstance(record, Triplet):
-                _check_triplet(checked, record)
-            elif isinstance(record, Entity):
-                _check_entity(checked, record, image_sizes)
-            else:
-                _check_relation(checked, record)
-            if loader.bytes_read - read > 1_000_000:
-                bar.advance((loader.bytes_read - read) / 1e6)
-                read = loader.bytes_read
+    try:
+        with Progress(f"checking {loader.kg}", total=total_bytes / 1e6, unit="MB", enabled=progress) as bar:
+            read = 0
+            for record in loader.records():
+                if isinstance(record, Reject):
+                    checked.reject("row", record.source, record.problem)
+                elif isinstance(record, Triplet):
+                    _check_triplet(checked, record)
+                elif isinstance(record, Entity):
+                    _check_entity(checked, record, images)
+                else:
+                    _check_relation(checked, record)
+                if loader.bytes_read - read > 1_000_000:
+                    bar.advance((loader.bytes_read - read) / 1e6)
+                    read = loader.bytes_read
+            images.settle(wait=True)
+    finally:
+        images.close()
     _resolve_pending(store, loader.kg, checked)
+    if checked.bad_entities:
+        _reject_triplets_of_bad_entities(checked, tmp)
     return checked
 
 
@@ -175,7 +212,7 @@ def _fingerprint(entity: Entity) -> int:
     return hash((entity.modality, entity.text, entity.image, tuple(sorted(entity.attributes.items()))))
 
 
-def _check_entity(checked: _Validation, entity: Entity, image_sizes: dict) -> None:
+def _check_entity(checked: _Validation, entity: Entity, images: "_ImageChecks") -> None:
     fingerprint = _fingerprint(entity)
     seen = checked.entity_seen.get(entity.id)
     if seen is not None:
@@ -185,27 +222,74 @@ def _check_entity(checked: _Validation, entity: Entity, image_sizes: dict) -> No
         else:
             checked.duplicate_entities += 1
         return
-    if entity.image is not None:
-        try:
-            _check_image(entity.image, image_sizes)
-        except BadImage as exc:
-            checked.reject("entities", entity.source, str(exc))
-            return
     checked.entity_seen[entity.id] = (fingerprint, entity.source)
-    checked.entities.append((entity.id, entity_properties(entity), entity.image))
+    if entity.image is None:
+        checked.entities.append((entity.id, entity_properties(entity), None, None))
+    else:
+        images.check(entity)
 
 
-def _check_image(image: ImageSource, cache: dict) -> None:
-    # Scene graphs cut many objects out of one image: read each file once.
-    if image.path not in cache:
-        try:
-            cache[image.path] = inspect_image(ImageSource(path=image.path))
-        except BadImage as exc:
-            cache[image.path] = exc
-    whole = cache[image.path]
-    if isinstance(whole, BadImage):
-        raise whole
-    region_size(image, whole)
+def _checked_image(path: Path, max_pixels: int) -> ImageInfo | BadImage:
+    try:
+        return check_image(path, max_pixels)
+    except BadImage as exc:
+        return exc
+
+
+def _box_problem(image: ImageSource, whole: ImageInfo) -> str | None:
+    try:
+        region_size(image, whole)
+    except BadImage as exc:
+        return str(exc)
+    return None
+
+
+class _ImageChecks:
+    """Image entities wait here while their source files are decoded in a few threads.
+
+    Each source file is checked once however many regions cut it (scene graphs: dozens of
+    objects per photo); Pillow releases the GIL while decoding, so the loader reads on. Settled
+    entities are spooled with their source image's size, or rejected naming their row.
+    """
+
+    def __init__(self, checked: _Validation, max_pixels: int, threads: int = IMAGE_CHECK_THREADS):
+        self._checked = checked
+        self._max_pixels = max_pixels
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kclip-image-check")
+        self._results: dict[Path, Future] = {}
+        self._in_flight: deque[Future] = deque()
+        self._waiting: deque[Entity] = deque()
+
+    def check(self, entity: Entity) -> None:
+        path = entity.image.path
+        if path not in self._results:
+            future = self._pool.submit(_checked_image, path, self._max_pixels)
+            self._results[path] = future
+            self._in_flight.append(future)
+        self._waiting.append(entity)
+        while len(self._in_flight) > IMAGES_IN_FLIGHT:  # back-pressure: wait for the oldest image
+            self._in_flight.popleft().result()
+        self.settle()
+
+    def settle(self, wait: bool = False) -> None:
+        """Spool or reject, in input order, the waiting entities whose image is checked; ``wait``
+        (at the end of the input) blocks until every one is."""
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft()
+        while self._waiting and (wait or self._results[self._waiting[0].image.path].done()):
+            self._settle_one(self._waiting.popleft())
+
+    def _settle_one(self, entity: Entity) -> None:
+        whole = self._results[entity.image.path].result()
+        problem = str(whole) if isinstance(whole, BadImage) else _box_problem(entity.image, whole)
+        if problem is not None:
+            self._checked.reject("entities", entity.source, problem)
+            self._checked.bad_entities.add(entity.id)
+            return
+        self._checked.entities.append((entity.id, entity_properties(entity), entity.image, whole))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_relation(checked: _Validation, relation: Relation) -> None:
@@ -241,6 +325,19 @@ def _resolve_pending(store: GraphStore, kg: str, checked: _Validation) -> None:
             checked.reject("triplets", source,
                            f"unknown entity {entity_id!r}: not defined in the input nor in KG {kg!r}")
     checked.pending.clear()
+
+
+def _reject_triplets_of_bad_entities(checked: _Validation, tmp: Path) -> None:
+    """Triplets spooled before their entity's image was found bad: rejected too, naming their row."""
+    kept = _Spool(tmp, "triplets-kept")
+    for row in checked.triplets:
+        head, _, tail, _, source = row
+        bad = next((e for e in (head, tail) if e in checked.bad_entities), None)
+        if bad is not None:
+            checked.reject("triplets", SourceRef(*source), f"entity {bad!r} was rejected (its image is bad)")
+        else:
+            kept.append(row)
+    checked.triplets = kept
 
 
 def _write_rejects(checked: _Validation, path: Path) -> Path:
@@ -285,14 +382,15 @@ def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
     summary.relations.record(counts)
     summary.entities.present += checked.duplicate_entities
     nodes = dict(checked.existing_nodes)
+    stored = _StoredSources(media)
     counted = threading.Lock()  # writer threads add to the summary
     writer = _ParallelWriter()
     try:
         with Progress(f"writing {kg} entities", total=checked.entities.count, unit="entities", enabled=progress) as bar:
             def write_entities(batch: list) -> None:
-                # Images are stored here, in the writer threads: decoding and hashing them in
-                # parallel with the other batches' Neo4j writes (Pillow releases the GIL).
-                rows = [_entity_row(e, props, image, media) for e, props, image in batch]
+                # Images are stored here, in the writer threads: reading and hashing them in
+                # parallel with the other batches' Neo4j writes (hashlib releases the GIL).
+                rows = [_entity_row(e, props, image, whole, stored) for e, props, image, whole in batch]
                 counts, written = store.write_entities(kg, rows, fresh=fresh_entities)
                 with counted:
                     nodes.update(written)
@@ -342,10 +440,34 @@ def _triplet_rows(batch: list, checked: _Validation, rel_idx: dict[str, int], no
     return by_split, repeated
 
 
-def _entity_row(entity_id: str, props: dict, image: ImageSource | None, media: MediaStore) -> dict:
+class _StoredSources:
+    """Source image files put in the media store once per load, however many entities cut them."""
+
+    def __init__(self, media: MediaStore):
+        self._media = media
+        self._stored: dict[Path, StoredImage] = {}
+        self._lock = threading.Lock()
+
+    def put(self, path: Path, info: ImageInfo) -> StoredImage:
+        with self._lock:
+            known = self._stored.get(path)
+        if known is None:
+            # Two writer threads may store the same file at once: harmless, the key is its hash.
+            known = self._media.put_file(path, info)
+            with self._lock:
+                self._stored[path] = known
+        return known
+
+
+def _entity_row(entity_id: str, props: dict, image: ImageSource | None, whole: ImageInfo | None,
+                stored: _StoredSources) -> dict:
     if image is not None:
-        stored = media.put(image)
-        props = {**props, "image": stored.key, "image_width": stored.width, "image_height": stored.height}
+        source = stored.put(image.path, whole)
+        props = {**props, "image": source.key}
+        if image.box is None:
+            props.update(image_width=source.width, image_height=source.height)
+        else:  # a region: a reference to the source image and its box, cut when read
+            props.update(image_box=list(image.box), image_width=image.box[2], image_height=image.box[3])
     return {"id": entity_id, "props": props}
 
 

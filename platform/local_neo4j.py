@@ -12,7 +12,7 @@ reimplementing the config, and was not needed.
 
 State dir (``settings.neo4j_dir``, default ``~/.kclip/neo4j``, mode 0700)::
 
-    conf/neo4j.conf   rewritten at each launch from settings (Bolt port, page cache)
+    conf/neo4j.conf   rewritten at each launch from settings (Bolt port, heap, page cache)
     data/             databases and transaction logs; survives stop/start
     logs/             neo4j.log, debug.log, console.log (the JVM's own stdout/stderr)
     import/           LOAD CSV FROM 'file:///x.csv' reads here
@@ -24,6 +24,9 @@ Bolt listens on 127.0.0.1 only, HTTP is off, authentication is on. The password 
 initial password with Neo4j's admin tool before the first start, so clients never see a
 "password change required" state. The Docker path (``neo4j:5.26-community``) must use the
 same version and the same settings as ``_server_settings``.
+
+Memory: heap and page cache are ``KCLIP_NEO4J_HEAP`` / ``KCLIP_NEO4J_PAGECACHE``, ``auto`` by
+default, which sizes them to the machine at each start (the rule: ``platform/neo4j_memory.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionE
 from pydantic import BaseModel
 
 from kclip.platform.errors import ServiceError
+from kclip.platform.neo4j_memory import MemorySizes, resolve
 from kclip.platform.settings import Settings
 
 NEO4J_VERSION = "5.26.30"  # newest 5.26 (LTS, runs on Java 17) on Maven Central; match docker-compose
@@ -88,6 +92,8 @@ class ServiceStatus(BaseModel):
     state_dir: Path
     version: str
     password_file: Path | None
+    heap: str  # of the running server, else what a start would use
+    pagecache: str
 
 
 # ---------------------------------------------------------------- public API
@@ -99,6 +105,7 @@ def status(settings: Settings) -> ServiceStatus:
     pid = _running_pid(state)
     port = _configured_port(state) if pid is not None else None
     password_file = state / "password"
+    memory = (_configured_memory(state) if pid is not None else None) or memory_sizes(settings)
     return ServiceStatus(
         running=pid is not None,
         pid=pid,
@@ -106,6 +113,8 @@ def status(settings: Settings) -> ServiceStatus:
         state_dir=state,
         version=NEO4J_VERSION,
         password_file=password_file if password_file.is_file() else None,
+        heap=memory.heap,
+        pagecache=memory.pagecache,
     )
 
 
@@ -125,10 +134,11 @@ def start(settings: Settings) -> ServiceStatus:
         _check_port_free(settings.neo4j_bolt_port)
         lib = _ensure_installed(settings.cache_dir)
         password = _password_for_start(settings)
-        _write_config(settings)
+        memory = memory_sizes(settings)
+        _write_config(settings, memory)
         _set_initial_password_once(java, lib, state, password)
         t0 = time.monotonic()
-        pid = _launch(java, lib, settings)
+        pid = _launch(java, lib, settings, memory)
         try:
             _wait_for_bolt(settings, pid, settings.neo4j_bolt_port, t0 + START_TIMEOUT_S, password)
         except BaseException:
@@ -151,6 +161,11 @@ def stop(settings: Settings) -> bool:
         _terminate(pid, quiet=False)
         (state / "neo4j.pid").unlink(missing_ok=True)
         return True
+
+
+def memory_sizes(settings: Settings) -> MemorySizes:
+    """Heap and page cache a start would use now: the settings, ``auto`` sized to this machine."""
+    return resolve(settings.neo4j_heap, settings.neo4j_pagecache)
 
 
 def login_password(settings: Settings) -> str | None:
@@ -220,13 +235,13 @@ def _is_our_server(pid: int, state: Path) -> bool:
     return ENTRY_POINT in args and f"--home-dir={state}" in args
 
 
-def _launch(java: str, lib: Path, settings: Settings) -> int:
+def _launch(java: str, lib: Path, settings: Settings, memory: MemorySizes) -> int:
     """Start the JVM in its own session, output appended to logs/console.log; returns its pid."""
     state = settings.neo4j_dir
     argv = [
         java,
-        f"-Xms{settings.neo4j_heap}",
-        f"-Xmx{settings.neo4j_heap}",
+        f"-Xms{memory.heap}",
+        f"-Xmx{memory.heap}",
         *JVM_OPTIONS,
         "-cp",
         f"{lib}/*{os.pathsep}{state / 'plugins'}/*",
@@ -249,7 +264,8 @@ def _launch(java: str, lib: Path, settings: Settings) -> int:
         setsid=True,  # own session: Ctrl-C in the terminal that ran `kclip neo4j start` doesn't reach it
     )
     (state / "neo4j.pid").write_text(f"{pid}\n")
-    _say(f"starting Neo4j {NEO4J_VERSION} (pid {pid}); logs in {state / 'logs'}")
+    _say(f"starting Neo4j {NEO4J_VERSION} (pid {pid}, heap {memory.heap}, page cache {memory.pagecache}); "
+         f"logs in {state / 'logs'}")
     return pid
 
 
@@ -393,7 +409,7 @@ def _prepare_state_dir(state: Path) -> Path:
     return state
 
 
-def _server_settings(settings: Settings) -> dict[str, str]:
+def _server_settings(settings: Settings, memory: MemorySizes) -> dict[str, str]:
     """neo4j.conf for the local server. Docker users get the same through NEO4J_* variables."""
     state = settings.neo4j_dir
     return {
@@ -409,9 +425,9 @@ def _server_settings(settings: Settings) -> dict[str, str]:
         "server.https.enabled": "false",
         "dbms.security.auth_enabled": "true",
         "dbms.security.allow_csv_import_from_file_urls": "true",  # LOAD CSV from import/ (benchmarks)
-        "server.memory.heap.initial_size": settings.neo4j_heap,  # informational: we pass -Xms/-Xmx ourselves
-        "server.memory.heap.max_size": settings.neo4j_heap,
-        "server.memory.pagecache.size": settings.neo4j_pagecache,
+        "server.memory.heap.initial_size": memory.heap,  # informational (and for status): we pass -Xms/-Xmx
+        "server.memory.heap.max_size": memory.heap,
+        "server.memory.pagecache.size": memory.pagecache,
         "dbms.usage_report.enabled": "false",  # no phoning home
         # Netty's graceful-shutdown quiet period (internal setting, integer seconds, default 5) is
         # spent twice after the databases are already checkpointed and closed: 10 s of every stop.
@@ -419,9 +435,9 @@ def _server_settings(settings: Settings) -> dict[str, str]:
     }
 
 
-def _write_config(settings: Settings) -> None:
+def _write_config(settings: Settings, memory: MemorySizes) -> None:
     lines = ["# Written by kclip at each `kclip neo4j start`; edits here are overwritten.\n"]
-    lines += [f"{key}={value}\n" for key, value in _server_settings(settings).items()]
+    lines += [f"{key}={value}\n" for key, value in _server_settings(settings, memory).items()]
     (settings.neo4j_dir / "conf" / "neo4j.conf").write_text("".join(lines))
 
 
@@ -477,6 +493,17 @@ def _configured_port(state: Path) -> int | None:
         return None
     match = re.search(r"^server\.bolt\.listen_address=.*:(\d+)\s*$", text, re.MULTILINE)
     return int(match[1]) if match else None
+
+
+def _configured_memory(state: Path) -> MemorySizes | None:
+    """The heap and page cache the running server was launched with (``auto`` may differ now)."""
+    try:
+        text = (state / "conf" / "neo4j.conf").read_text()
+    except FileNotFoundError:
+        return None
+    heap = re.search(r"^server\.memory\.heap\.max_size=(\S+)\s*$", text, re.MULTILINE)
+    pagecache = re.search(r"^server\.memory\.pagecache\.size=(\S+)\s*$", text, re.MULTILINE)
+    return MemorySizes(heap[1], pagecache[1]) if heap and pagecache else None
 
 
 def _check_port_free(port: int) -> None:

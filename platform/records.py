@@ -11,27 +11,49 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints,
+                      field_validator, model_validator)
 
 Modality = Literal["text", "image"]
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev", "test": "test"}
 
-# Both checks are regular expressions that pydantic-core runs in Rust: records are validated by
+# These checks are regular expressions that pydantic-core runs in Rust: records are validated by
 # the hundred thousand per second, so no Python runs per field. base.KGLoader.make turns a failed
 # pattern into a sentence.
 KG_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 # Any Unicode is fine in names (spaces, '/film/film/genre', CJK); control characters (category
 # Cc, exactly this class) are not: they cannot survive TSV files, terminals or the UI.
-NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
+NO_CONTROL_CHARS = f"^[^{CONTROL_CHARS}]*$"
+# Free text (entity and relation text, attribute values) may also hold tab, newline and carriage
+# return, the line breaks of captions and glosses; NUL and the other controls are refused.
+TEXT_CONTROL_CHARS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+NO_TEXT_CONTROL_CHARS = f"^[^{TEXT_CONTROL_CHARS}]*$"
 PATTERN_PROBLEMS = {
     KG_NAME_PATTERN: "a KG name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
     NO_CONTROL_CHARS: "contains a control character",
+    NO_TEXT_CONTROL_CHARS: "contains a control character (text may hold tab, newline and carriage return, no other)",
 }
-AttributeValue = Union[str, int, float, bool]
+_CONTROL_CHAR_CLASSES = {NO_CONTROL_CHARS: re.compile(f"[{CONTROL_CHARS}]"),
+                         NO_TEXT_CONTROL_CHARS: re.compile(f"[{TEXT_CONTROL_CHARS}]")}
 KGName = Annotated[str, StringConstraints(pattern=KG_NAME_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=NO_CONTROL_CHARS)]
+Text = Annotated[str, StringConstraints(pattern=NO_TEXT_CONTROL_CHARS)]
+# Strict numbers: in lax mode pydantic would turn the refused string "1\x0b" into the integer 1.
+AttributeValue = Union[Text, StrictInt, StrictFloat, StrictBool]
+
+
+def pattern_problem(pattern: str, value: object) -> str | None:
+    """A sentence for ``value`` failing ``pattern`` (one of ``PATTERN_PROBLEMS``), naming the first
+    control character and where it is; None for other patterns."""
+    problem = PATTERN_PROBLEMS.get(pattern)
+    control = _CONTROL_CHAR_CLASSES.get(pattern)
+    found = control.search(value) if control is not None and isinstance(value, str) else None
+    if problem is not None and found is not None:
+        problem += f": U+{ord(found.group()):04X} at character {found.start() + 1}"
+    return problem
 
 
 class SourceRef(NamedTuple):
@@ -71,9 +93,9 @@ class Entity(_Record):
     kg: KGName
     id: Name
     modality: Modality
-    text: str | None = None
+    text: Text | None = None
     image: ImageSource | None = None
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    attributes: dict[Name, AttributeValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _content_matches_modality(self):
@@ -90,7 +112,7 @@ class Relation(_Record):
     kind: Literal["relation"] = "relation"
     kg: KGName
     name: Name
-    text: str
+    text: Text
 
     @classmethod
     def named(cls, kg: str, name: str, source: SourceRef | None = None) -> "Relation":

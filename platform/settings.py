@@ -33,13 +33,19 @@ class Settings(BaseSettings):
 
     neo4j_state_dir: Path | None = Field(None, description="local service data; default HOME/neo4j")
     neo4j_bolt_port: int = Field(7687, ge=1, le=65535)
-    neo4j_heap: str = Field("1g", pattern=r"^\d+[kmgKMG]$")
-    neo4j_pagecache: str = Field("512m", pattern=r"^\d+[kmgKMG]$")
+    neo4j_heap: str = Field(
+        "auto", pattern=r"^(auto|\d+[kmgKMG])$", description="local service heap: auto (sized to the machine) or 4g"
+    )
+    neo4j_pagecache: str = Field(
+        "auto", pattern=r"^(auto|\d+[kmgKMG])$", description="local service page cache: auto or 2g"
+    )
 
     cache_path: Path | None = Field(
         None, alias="KCLIP_CACHE_DIR", description="downloads (Neo4j's jars) shared by all state; default HOME/cache"
     )
     media_dir: Path | None = Field(None, description="content-addressed image store; default HOME/media")
+    # Pillow's decompression-bomb limit, as media.DEFAULT_MAX_IMAGE_PIXELS (not imported: settings load before Pillow)
+    max_image_pixels: int = Field(89_478_485, ge=1, description="loads refuse images with more pixels than this")
     registry_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///HOME/runs.db")
     runs_dir: Path | None = Field(None, description="checkpoints; default HOME/runs")
 

@@ -63,7 +63,8 @@ def neo4j_settings(kclip_home, tmp_path_factory):
     # The downloaded jars are shared with the user's cache: tests must not fetch them again.
     settings = load_settings(home=kclip_home, cache_path=load_settings().cache_dir,
                              neo4j_state_dir=tmp_path_factory.mktemp("neo4j-state"),
-                             neo4j_bolt_port=free_port())
+                             neo4j_bolt_port=free_port(),
+                             neo4j_heap="1g", neo4j_pagecache="512m")  # small: CI shares 2 cores / 24 GB
     local_neo4j.start(settings)
     try:
         yield settings

@@ -12,6 +12,7 @@ two test sessions in one process) never share results.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,6 +167,29 @@ def image_path(key: str | None) -> Path | None:
         return None
     path = MediaStore(settings().media_root).path(key)
     return path if path.is_file() else None
+
+
+def entity_image(row: EntityRow) -> str | bytes | None:
+    """What ``st.image`` shows for an image entity: its stored file, or its region cut from the
+    source image (PNG bytes, cached); None when the file is not in this machine's media store."""
+    path = image_path(row.image)
+    if path is None or row.image_box is None:
+        return str(path) if path is not None else None
+    return _region_png(str(settings().media_root), row.image, row.image_box)
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _region_png(media_root: str, key: str, box: tuple[int, int, int, int]) -> bytes:
+    region = _media(media_root).entity_image(key, box)
+    buffer = io.BytesIO()
+    region.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@st.cache_resource(show_spinner=False)
+def _media(media_root: str) -> MediaStore:
+    # One store per root, so its decoded-source cache serves every object of a scene on a page.
+    return MediaStore(Path(media_root))
 
 
 # -- embeddings --------------------------------------------------------------------------------

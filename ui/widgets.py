@@ -111,9 +111,9 @@ def entity_label(row: EntityRow, max_chars: int = 60, markdown: bool = True) -> 
 
 def thumbnail(row: EntityRow, width: int = 96) -> None:
     """The entity's image at thumbnail size, or nothing for a text entity."""
-    path = services.image_path(row.image)
-    if path is not None:
-        st.image(str(path), width=width)
+    image = services.entity_image(row)
+    if image is not None:
+        st.image(image, width=width)
     elif row.modality == "image":
         st.caption("(image file not in this machine's media store)")
 

@@ -3,7 +3,10 @@
     kclip neo4j start | stop | status
     kclip load FORMAT PATH --kg NAME [--skip-bad] [-o key=value ...]
     kclip synth scene-graphs OUT --images N --seed S
+    kclip synth visual-genome OUT --images N --seed S | kclip synth conceptnet OUT.csv[.gz] --lines N --seed S
     kclip stats [--kg NAME] [--json]
+    kclip drop --kg NAME [--yes] [--wait SECONDS]
+    kclip verify --kg NAME [--json] [--examples K]     exit 0: clean, 3: problems found
     kclip train --kg NAME --config CONFIG [--run NAME] [--device cuda|cpu] [--max-steps N] [--resume RUN]
     kclip eval --run RUN [--kg NAME] [--split test] [--json]
     kclip compare --kg NAME [--config tiny] [--max-steps N] [--variants clip,knowledge-clip,...]
@@ -16,17 +19,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from kclip.platform.errors import KclipError
-from kclip.platform.settings import get_settings
+from kclip.platform.errors import KclipError, Neo4jLost
+
+if TYPE_CHECKING:
+    from kclip.platform.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Knowledge graphs in Neo4j -> Knowledge-CLIP training -> exploration.")
@@ -36,6 +42,14 @@ app.add_typer(neo4j_app, name="neo4j")
 app.add_typer(synth_app, name="synth")
 out = Console()
 err = Console(stderr=True)
+
+
+def get_settings() -> "Settings":
+    """The settings, imported on first use: pydantic-settings is a good part of a command's start-up,
+    and a command that fails on its arguments (`kclip load` of a missing path) never needs it."""
+    from kclip.platform.settings import get_settings as settings
+
+    return settings()
 
 
 # -- neo4j -------------------------------------------------------------------------------------
@@ -65,15 +79,16 @@ def neo4j_status() -> None:
 
     status = local_neo4j.status(get_settings())
     state = f"running (pid {status.pid}) at {status.bolt_uri}" if status.running else "not running"
-    out.print(f"Neo4j {status.version}: {state}; data in {status.state_dir}; password in {status.password_file}")
+    sizes = f"heap {status.heap}, page cache {status.pagecache}" + ("" if status.running else " at start")
+    out.print(f"Neo4j {status.version}: {state}; {sizes}; data in {status.state_dir}; password in {status.password_file}")
     raise typer.Exit(0 if status.running else 3)
 
 
 # -- loading -----------------------------------------------------------------------------------
 
 def _parse_options(pairs: list[str], dotted: bool = False) -> dict[str, object]:
-    from kclip.models.train_config import parse_overrides
     from kclip.platform.errors import ConfigError
+    from kclip.platform.overrides import parse_overrides  # torch-free: load must start fast
 
     try:
         options = parse_overrides(pairs)
@@ -91,17 +106,23 @@ def load(
     rejects: Optional[Path] = typer.Option(None, help="where --skip-bad writes its report (default ./rejects-KG.tsv)"),
     option: list[str] = typer.Option([], "--option", "-o", help="format option key=value (repeatable)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    wait: float = typer.Option(600, "--wait", min=0, metavar="SECONDS",
+                               help="wait this long while another process writes the KG (0: refuse at once)"),
 ) -> None:
-    """Load a KG from files into Neo4j: validated, batched, idempotent, resumable."""
+    """Load a KG from files into Neo4j: validated, batched, idempotent, resumable; one writer per KG."""
     from kclip.kg_loaders import get_loader
+
+    loader = get_loader(format)(path, kg=kg, options=_parse_options(option))
+    # Imported once the input checks out: a wrong path is reported before Neo4j's driver even loads.
     from kclip.platform.ingest import load_kg
     from kclip.platform.media import MediaStore
     from kclip.platform.neo4j_client import open_graph_store
 
     settings = get_settings()
-    loader = get_loader(format)(path, kg=kg, options=_parse_options(option))
     with open_graph_store(settings) as store:
-        summary = load_kg(store, loader, MediaStore(settings.media_root), skip_bad=skip_bad, rejects_path=rejects)
+        media = MediaStore(settings.media_root, max_image_pixels=settings.max_image_pixels)
+        summary = load_kg(store, loader, media, skip_bad=skip_bad, rejects_path=rejects,
+                          wait=wait)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return
@@ -116,6 +137,8 @@ def load(
         out.print(f"{summary.unparsed_rows:,} rows could not be parsed")
     if summary.rejects_path:
         out.print(f"rejects report: {summary.rejects_path}")
+    if summary.leak_warning():
+        err.print(Text.assemble(("warning: ", "bold yellow"), summary.leak_warning()))
 
 
 @synth_app.command("scene-graphs")
@@ -132,6 +155,44 @@ def synth_scene_graphs(
     out.print(f"wrote {summary.images} images, {summary.objects} objects, {summary.relationships} relationships, "
               f"{summary.captions} captions to {summary.out}")
     out.print(f"load it with: kclip load visual-genome {summary.out} --kg scenes")
+
+
+@synth_app.command("visual-genome")
+def synth_visual_genome(
+    out_dir: Path = typer.Argument(..., help="directory to write (Visual Genome 1.4 layout + JPEG photos)"),
+    images: int = typer.Option(100, "--images", min=1, help="number of images"),
+    seed: int = typer.Option(0, "--seed", help="same seed, byte-identical output"),
+    width: int = typer.Option(800, "--width", min=64, help="image width in pixels"),
+    height: int = typer.Option(600, "--height", min=64, help="image height in pixels"),
+    objects: int = typer.Option(35, "--objects", min=2, help="objects per image"),
+    relationships: int = typer.Option(20, "--relationships", min=0, help="relationships per image"),
+) -> None:
+    """Visual Genome's exact layout and scale per image (35 objects, 20 relationships, ~160 KB JPEGs), for load benchmarks."""
+    from kclip.kg_loaders.synth_releases import VisualGenomeShape, generate_visual_genome
+
+    shape = VisualGenomeShape(width=width, height=height, objects=objects, relationships=relationships,
+                              regions=min(VisualGenomeShape.regions, relationships))
+    summary = generate_visual_genome(out_dir, images=images, seed=seed, shape=shape)
+    out.print(f"wrote {summary.images:,} images ({summary.image_bytes / 1e6:,.1f} MB), {summary.objects:,} objects, "
+              f"{summary.relationships:,} relationships, {summary.regions:,} regions to {summary.out}")
+    out.print(f"load it with: kclip load visual-genome {summary.out} --kg vg")
+
+
+@synth_app.command("conceptnet")
+def synth_conceptnet(
+    out_file: Path = typer.Argument(..., help="assertions file to write (.csv, or .csv.gz to gzip it)"),
+    lines: int = typer.Option(100_000, "--lines", min=1, help="number of assertions"),
+    seed: int = typer.Option(0, "--seed", help="same seed, byte-identical output"),
+    english_fraction: float = typer.Option(0.1, "--english-fraction", min=0.0, max=1.0,
+                                           help="share of lines with both ends English (the real file: ~0.1)"),
+) -> None:
+    """ConceptNet 5.7's assertions layout: 50 relations, 20 languages, a Zipf-like concept vocabulary."""
+    from kclip.kg_loaders.synth_releases import generate_conceptnet
+
+    summary = generate_conceptnet(out_file, lines=lines, seed=seed, english_fraction=english_fraction)
+    out.print(f"wrote {summary.lines:,} assertions ({summary.english_lines:,} with both ends English, "
+              f"{summary.bytes / 1e6:,.1f} MB) to {summary.out}")
+    out.print(f"load it with: kclip load conceptnet {summary.out} --kg cn")
 
 
 def _stats_table(all_stats: list) -> Table:
@@ -164,6 +225,66 @@ def stats(
         out.print_json(json.dumps(payload))
         return
     out.print(_stats_table(all_stats))
+
+
+VERIFY_FOUND_PROBLEMS = 3  # distinct from 1 (an error: nothing was verified) and 2 (bad arguments)
+
+
+@app.command("drop")
+def drop_command(
+    kg: str = typer.Option(..., "--kg", help="the KG to delete"),
+    yes: bool = typer.Option(False, "--yes", help="really delete it (without: say what would go)"),
+    wait: float = typer.Option(600, "--wait", min=0, metavar="SECONDS",
+                               help="wait this long while another process writes the KG (0: refuse at once)"),
+) -> None:
+    """Delete a KG: its entities, relations, triplets, vector index, and the media files no other KG uses."""
+    from kclip.platform.manage import drop_kg, plan_drop
+    from kclip.platform.media import MediaStore
+    from kclip.platform.neo4j_client import open_graph_store
+
+    settings = get_settings()
+    media = MediaStore(settings.media_root)
+    with open_graph_store(settings) as store:
+        store.require_kg(kg)
+        if not yes:
+            err.print(f"not dropping without --yes; it would delete {plan_drop(store, media, kg).describe()}")
+            raise typer.Exit(1)
+        dropped = drop_kg(store, media, kg, wait=wait)
+    out.print(f"dropped {dropped.describe()}")
+
+
+@app.command("verify")
+def verify_command(
+    kg: str = typer.Option(..., "--kg", help="the KG to check"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    examples: int = typer.Option(5, "--examples", min=0, help="examples shown per kind of problem"),
+) -> None:
+    """Counts, duplicate and leaked triplets, dangling references, missing media. Exit 3 when problems are found."""
+    from kclip.platform.manage import verify_kg
+    from kclip.platform.media import MediaStore
+    from kclip.platform.neo4j_client import open_graph_store
+
+    settings = get_settings()
+    with open_graph_store(settings) as store:
+        report = verify_kg(store, MediaStore(settings.media_root), kg, examples=examples, progress=not as_json)
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        out.print(_stats_table([report.stats]))
+        out.print(_findings_table(report))
+    raise typer.Exit(0 if report.ok else VERIFY_FOUND_PROBLEMS)
+
+
+def _findings_table(report) -> Table:
+    """One row per kind of problem: its count and a few examples."""
+    table = Table(title=f"{report.kg}: {'no problems' if report.ok else f'{report.problems:,} problems'} "
+                        f"({report.seconds:.1f}s)")
+    for column in ("check", "count", "examples"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for name, finding in report.findings.items():
+        shown = "\n".join(json.dumps(e, ensure_ascii=False) for e in finding.examples)
+        table.add_row(name.replace("_", " "), f"{finding.count:,}", shown)
+    return table
 
 
 @app.command("train")
@@ -356,8 +477,22 @@ def demo_command(
 
 
 def main() -> None:
+    # The driver logs each retry of a transaction as a warning; the error that ends a command says enough.
+    logging.getLogger("neo4j.pool").setLevel(logging.ERROR)
     try:
         app()
     except KclipError as exc:
-        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
-        sys.exit(1)
+        _fail(str(exc), exc.exit_code)
+    except Exception as exc:
+        from kclip.platform.neo4j_client import LOST  # here, not above: `kclip --help` need not load the driver
+
+        if not isinstance(exc, LOST):
+            raise
+        # Neo4j gone in a command that does not say how far it got (load and train do, as Neo4jLost).
+        _fail(f"lost Neo4j ({exc.__class__.__name__}); run the same command again once Neo4j is back",
+              Neo4jLost.exit_code)
+
+
+def _fail(message: str, exit_code: int) -> None:
+    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)  # one line, however long
+    sys.exit(exit_code)

@@ -35,7 +35,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], wn18rr: Path | None
     if not (scenes_dir / "scene_graphs.json").is_file():
         say(f"generating {images} synthetic scene graphs in {scenes_dir}")
         generate_scene_graphs(scenes_dir, images=images, seed=0)
-    media = MediaStore(settings.media_root)
+    media = MediaStore(settings.media_root, max_image_pixels=settings.max_image_pixels)
     with open_graph_store(settings) as store:
         say("loading the scene-graph KG")
         load_kg(store, get_loader("visual-genome")(scenes_dir, kg=SCENES_KG), media)

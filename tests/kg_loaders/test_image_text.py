@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kclip.kg_loaders import json_stream
-from kclip.kg_loaders.image_text import ImageTextLoader
+from kclip.kg_loaders.image_text import ImageTextLoader, caption_entity_id
 from kclip.kg_loaders.json_stream import iter_json_members
 from kclip.platform.errors import InputError, LoadRefused
 from kclip.platform.ingest import load_kg
@@ -45,23 +45,41 @@ def test_coco_fixture_gives_image_and_caption_entities_and_both_triplets():
     # uncaptioned.png has no caption, so it is left out; files are found in the images/ subfolder.
     assert images == {f"image:{n}.png": DATA / "images" / f"{n}.png" for n in ("red", "green", "blue")}
     captions = {e.id: e.text for e in of(Entity, recs) if e.modality == "text"}
-    assert captions == {"caption:10": "A red square.", "caption:11": "Something red, filling the frame.",
-                        "caption:20": "A green square.", "caption:30": "A blue square.",
-                        "caption:31": "Blue, and nothing else."}
+    pairs = [("red", "A red square."), ("red", "Something red, filling the frame."), ("green", "A green square."),
+             ("blue", "A blue square."), ("blue", "Blue, and nothing else.")]
+    assert captions == {caption_entity_id(f"image:{image}.png", text): text for image, text in pairs}
     triplets = {(t.head, t.relation, t.tail) for t in of(Triplet, recs)}
     assert len(of(Triplet, recs)) == 10
-    assert ("image:red.png", IMAGE_OF, "caption:11") in triplets
-    assert ("caption:11", CAPTION_OF, "image:red.png") in triplets
+    frame = caption_entity_id("image:red.png", "Something red, filling the frame.")
+    assert ("image:red.png", IMAGE_OF, frame) in triplets
+    assert (frame, CAPTION_OF, "image:red.png") in triplets
     assert {t.split for t in of(Triplet, recs)} == {"train"}
 
 
 def test_csv_fixture_allows_several_captions_per_image_and_quoted_newlines():
     recs = records(CSV)
     assert of(Reject, recs) == []
-    assert [e.id for e in of(Entity, recs)] == ["image:red.png", "caption:2", "caption:3", "image:green.png",
-                                                "caption:4", "image:blue.png", "caption:6"]
-    assert {e.id: e.text for e in of(Entity, recs)}["caption:4"] == "A green square\non two lines"
+    # Each image when a caption first uses it; line breaks in a caption collapse to a space.
+    expected = [("red", None), ("red", "A red square."), ("red", "Red, with a comma"), ("green", None),
+                ("green", "A green square on two lines"), ("blue", None), ("blue", "A blue square.")]
+    assert [(e.id, e.text) for e in of(Entity, recs)] == [
+        (f"image:{image}.png", None) if text is None else (caption_entity_id(f"image:{image}.png", text), text)
+        for image, text in expected]
     assert len(of(Triplet, recs)) == 8
+
+
+def test_caption_ids_come_from_image_and_text_so_files_and_rows_never_collide(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("image,caption\nred.png,A cat\nred.png,  A   cat \nblue.png,A cat\n", encoding="utf-8")
+    second.write_text("image,caption\nblue.png,A dog\nred.png,A cat\n", encoding="utf-8")
+    ids_first = [e.id for e in of(Entity, records(first)) if e.modality == "text"]
+    ids_second = [e.id for e in of(Entity, records(second)) if e.modality == "text"]
+    red_cat = caption_entity_id("image:red.png", "A cat")
+    # The same pair (blanks aside) is one entity; the same text of another image is another.
+    assert ids_first == [red_cat, caption_entity_id("image:blue.png", "A cat")]
+    assert ids_second == [caption_entity_id("image:blue.png", "A dog"), red_cat]
+    assert len({*ids_first, *ids_second}) == 3
+    assert red_cat.startswith("caption:") and len(red_cat) == len("caption:") + 16
 
 
 def test_images_dir_and_split_options(tmp_path):
@@ -165,7 +183,7 @@ def test_bad_csv_file_is_an_input_error(tmp_path, content, problem):
 def test_csv_header_with_bom_and_other_columns(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_bytes("\ufeffid,Caption,Image\n1,a cat,cat.png\n".encode())
-    assert [e.id for e in of(Entity, records(path))] == ["image:cat.png", "caption:2"]
+    assert [e.id for e in of(Entity, records(path))] == ["image:cat.png", caption_entity_id("image:cat.png", "a cat")]
 
 
 def test_other_suffix_is_an_input_error(tmp_path):
@@ -186,19 +204,21 @@ def test_load_coco_stats_and_idempotence(graph_store, media_store, kg_name):
     assert relations == {(IMAGE_OF, "image of"), (CAPTION_OF, "caption of")}
     load_kg(graph_store, ImageTextLoader(CSV, kg_name), media_store, progress=False)
     grown = graph_store.stats(kg_name)
-    assert grown.entities == {"image": 3, "text": 9}  # the CSV's images are the same files, same ids
+    # The same image files, so the same ids; "A red square." and "A blue square." are COCO's captions too.
+    assert grown.entities == {"image": 3, "text": 7}
     load_kg(graph_store, ImageTextLoader(CSV, kg_name), media_store, progress=False)
     assert graph_store.stats(kg_name) == grown
 
 
 def test_missing_image_refuses_strict_load_and_skip_bad_loads_the_rest(graph_store, media_store, kg_name, tmp_path):
     path = tmp_path / "pairs.csv"
-    path.write_text(f"image,caption\n{DATA / 'images' / 'red.png'},red\nnowhere.png,lost\n", encoding="utf-8")
+    path.write_text("image,caption\nred.png,red\nnowhere.png,lost\n", encoding="utf-8")
+    images = {"images_dir": DATA / "images"}
     with pytest.raises(LoadRefused, match=f"{path}:3: image file not found"):
-        load_kg(graph_store, ImageTextLoader(path, kg_name), media_store, progress=False)
+        load_kg(graph_store, ImageTextLoader(path, kg_name, images), media_store, progress=False)
     assert graph_store.stats(kg_name).total_entities == 0
     rejects = tmp_path / "rejects.tsv"
-    load_kg(graph_store, ImageTextLoader(path, kg_name), media_store, skip_bad=True, rejects_path=rejects,
+    load_kg(graph_store, ImageTextLoader(path, kg_name, images), media_store, skip_bad=True, rejects_path=rejects,
             progress=False)
     assert graph_store.stats(kg_name).triplets["train"] == 2
     assert f"{path}\t3\timage file not found" in rejects.read_text(encoding="utf-8")

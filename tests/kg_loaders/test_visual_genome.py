@@ -160,6 +160,24 @@ def test_real_vg_urls_names_and_missing_images(tmp_path: Path) -> None:
     assert records["image:8"].image.path == tmp_path / "VG_100K_2" / "8.jpg"
 
 
+def test_symlinked_vg_100k_is_part_of_the_dataset_but_leaving_it_is_not(tmp_path: Path) -> None:
+    disk = tmp_path / "disk" / "VG_100K"
+    disk.mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(disk / "7.jpg")
+    Image.new("RGB", (40, 30)).save(tmp_path / "disk" / "secret.jpg")
+    vg = tmp_path / "vg"
+    vg.mkdir()
+    (vg / "VG_100K").symlink_to(disk, target_is_directory=True)
+    _write_lines(vg / "image_data.json", [
+        '[{"image_id": 7, "url": "https://cs.stanford.edu/x/VG_100K/7.jpg"},',
+        ' {"image_id": 8, "url": "VG_100K/../secret.jpg"}]'])
+    _write_lines(vg / "scene_graphs.json", ['[{"image_id": 7, "objects": []},', ' {"image_id": 8, "objects": []}]'])
+    records = _records(vg)
+    assert [e.image.path for e in records if isinstance(e, Entity)] == [disk / "7.jpg"]
+    [reject] = [r for r in records if isinstance(r, Reject)]
+    assert reject.source.line == 2 and "resolves outside the dataset" in reject.problem
+
+
 # -- rejects and whole-file errors -------------------------------------------------------------
 
 def test_bad_rows_are_rejected_with_their_line(copy: Path) -> None:

@@ -165,3 +165,14 @@ def test_cli_refuses_bad_input_with_file_and_line(neo4j_settings, kg_name, tmp_p
     assert isinstance(result.exception, LoadRefused) and "train.tsv:1" in str(result.exception)
     ok = CliRunner().invoke(cli.app, ["stats", "--json"])
     assert ok.exit_code == 0 and kg_name not in json.loads(ok.output)
+
+
+def test_a_load_warns_when_dev_triplets_are_also_in_train(graph_store, media_store, kg_name, tmp_path):
+    train = [("a", "likes", "b"), ("b", "likes", "c")]
+    data = write_tsv(tmp_path / "leaky", train, dev=[("a", "likes", "b"), ("c", "likes", "a")])
+    summary = load_kg(graph_store, TsvLoader(data, kg_name), media_store, progress=False)
+    assert summary.leaked == {"dev": 1}
+    assert "1 dev triplet(s)" in summary.leak_warning() and f"kclip verify --kg {kg_name}" in summary.leak_warning()
+    clean = load_kg(graph_store, TsvLoader(write_tsv(tmp_path / "clean", train), kg_name + "x"), media_store,
+                    progress=False)
+    assert clean.leaked == {} and clean.leak_warning() is None
