@@ -27,7 +27,7 @@ import re
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Generator, Iterator, TypeVar
+from typing import Any, Callable, ClassVar, Generator, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -213,12 +213,13 @@ class KGLoader(ABC):
         return self._allowed_roots
 
     def read_fields(self, path: Path, names: tuple[str, ...], exact: bool = True,
-                    expected: str | None = None) -> Iterator[tuple[SourceRef, list[str]] | Reject]:
+                    expected: str | None = None, skip: Callable[[bytes], bool] | None = None,
+                    ) -> Iterator[tuple[SourceRef, list[str]] | Reject]:
         """``read_lines`` then ``split_fields``: each line's fields, or a ``Reject`` for a bad line.
 
         ``expected`` describes a line for the empty-file error; default: ``names`` joined by " <TAB> ".
         """
-        for item in self.read_lines(path, " <TAB> ".join(names) if expected is None else expected):
+        for item in self.read_lines(path, " <TAB> ".join(names) if expected is None else expected, skip):
             if isinstance(item, Reject):
                 yield item
                 continue
@@ -226,14 +227,20 @@ class KGLoader(ABC):
             fields = split_fields(source, line, names, exact)
             yield fields if isinstance(fields, Reject) else (source, fields)
 
-    def read_lines(self, path: Path, expected: str) -> Iterator[tuple[SourceRef, str] | Reject]:
+    def read_lines(self, path: Path, expected: str, skip: Callable[[bytes], bool] | None = None,
+                   ) -> Iterator[tuple[SourceRef, str] | Reject]:
         """Lines of a UTF-8 text file (gzipped or not) without their line ends, blank lines and a
         leading BOM; invalid UTF-8 becomes a ``Reject``.
 
         ``expected`` describes a line's format, for the error raised when the file is empty.
+        ``skip`` is a cheap test of the raw bytes for lines a loader's filter drops anyway (most of
+        ConceptNet is in languages not asked for): they are passed over before decoding.
         """
         seen_content = False
         for number, data in self.raw_lines(path):
+            if skip is not None and skip(data):
+                seen_content = True
+                continue
             source = SourceRef(str(path), number)
             try:
                 line = data.decode("utf-8").rstrip("\r\n")

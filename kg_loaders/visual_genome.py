@@ -26,7 +26,8 @@ Mapping to the canonical records (one scene graph = one image's group of records
 relations first, then its triplets, all in the image's split):
 
 - the image -> image entity ``image:<image_id>`` (the whole file);
-- each object -> image entity ``object:<object_id>``, the box ``(x, y, w, h)`` cut from the image
+- each object -> image entity ``object:<object_id>``: a region of the image, its box ``(x, y, w, h)``
+  (a reference: the photo is stored once, the crop made when read; see ``platform/media.py``)
   (clipped to the image, since VG boxes often spill over by a few pixels; a box with nothing
   left is rejected), its text the gloss "<attributes> <first name>";
 - names -> text entities ``name:<name>``, attributes -> ``attribute:<attribute>``, both

@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 
 from kclip.platform.errors import KGBusy, KGLockLost
 from kclip.platform.graph_store import GraphStore
+from kclip.platform.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +186,7 @@ def machine_id() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return True  # unknown: never presume dead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    # A killed child of ours (as in tests) stays a zombie until reaped; it holds nothing.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return pid <= 0 or process_alive(pid)  # an unknown pid: never presume its holder dead
 
 
 def _to_stderr(message: str) -> None:

@@ -52,6 +52,7 @@ from pydantic import BaseModel
 
 from kclip.platform.errors import ServiceError
 from kclip.platform.neo4j_memory import MemorySizes, resolve
+from kclip.platform.processes import process_alive
 from kclip.platform.settings import Settings
 
 NEO4J_VERSION = "5.26.30"  # newest 5.26 (LTS, runs on Java 17) on Maven Central; match docker-compose
@@ -192,33 +193,7 @@ def _running_pid(state: Path) -> int | None:
         pid = int((state / "neo4j.pid").read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if _alive(pid) and _is_our_server(pid, state) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # Reap it if it is our own child (start and stop in one process, as in tests): a dead
-        # child stays a zombie, and kill(pid, 0) would still say it exists.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child: its own parent reaps it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """A dead child of some other live process (e.g. a notebook that started the server) until it reaps it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # no /proc (macOS) or already gone
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"  # state follows "(comm)", which may hold spaces
+    return pid if process_alive(pid) and _is_our_server(pid, state) else None
 
 
 def _is_our_server(pid: int, state: Path) -> bool:
@@ -277,14 +252,14 @@ def _terminate(pid: int, quiet: bool) -> None:
         return
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return
         time.sleep(0.2)
     if not quiet:
         _say(f"warning: Neo4j (pid {pid}) did not exit within {STOP_TIMEOUT_S:.0f} s of SIGTERM; killing it")
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -293,7 +268,7 @@ def _wait_for_bolt(settings: Settings, pid: int, port: int, deadline: float, pas
     uri, auth = _local_uri(port), (settings.neo4j_user, password)
     last_error = "no answer yet"
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             raise ServiceError(f"Neo4j exited during start-up.\n{_log_tail(settings.neo4j_dir)}")
         if _port_open(port):  # cheap TCP check first; the driver is slow to give up on a closed port
             try:
@@ -487,23 +462,25 @@ def _local_uri(port: int) -> str:
 
 def _configured_port(state: Path) -> int | None:
     """The Bolt port the running server was launched with (settings may have changed since)."""
-    try:
-        text = (state / "conf" / "neo4j.conf").read_text()
-    except FileNotFoundError:
-        return None
-    match = re.search(r"^server\.bolt\.listen_address=.*:(\d+)\s*$", text, re.MULTILINE)
-    return int(match[1]) if match else None
+    port = _configured(state, r"server\.bolt\.listen_address=.*:(\d+)")
+    return int(port) if port else None
 
 
 def _configured_memory(state: Path) -> MemorySizes | None:
     """The heap and page cache the running server was launched with (``auto`` may differ now)."""
+    heap = _configured(state, r"server\.memory\.heap\.max_size=(\S+)")
+    pagecache = _configured(state, r"server\.memory\.pagecache\.size=(\S+)")
+    return MemorySizes(heap, pagecache) if heap and pagecache else None
+
+
+def _configured(state: Path, setting: str) -> str | None:
+    """The value a neo4j.conf line matching ``setting`` (a regex with one group) holds, if any."""
     try:
         text = (state / "conf" / "neo4j.conf").read_text()
     except FileNotFoundError:
         return None
-    heap = re.search(r"^server\.memory\.heap\.max_size=(\S+)\s*$", text, re.MULTILINE)
-    pagecache = re.search(r"^server\.memory\.pagecache\.size=(\S+)\s*$", text, re.MULTILINE)
-    return MemorySizes(heap[1], pagecache[1]) if heap and pagecache else None
+    match = re.search(rf"^{setting}\s*$", text, re.MULTILINE)
+    return match[1] if match else None
 
 
 def _check_port_free(port: int) -> None:
