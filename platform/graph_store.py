@@ -207,7 +207,7 @@ class GraphStore:
             for lo in range(first, last + 1, slice_size):
                 bounds = {"kg": kg, "lo": lo, "hi": lo + slice_size}
                 self._auto_commit(cypher.DELETE_KG_TRIPLETS, **bounds)
-                deleted = self._auto_commit(cypher.DELETE_KG_NODES, **bounds).counters.nodes_deleted
+                deleted = self._auto_commit(cypher.DELETE_KG_NODES, **bounds)[1].counters.nodes_deleted
                 if on_progress is not None:
                     on_progress(deleted)
             self._auto_commit(cypher.DELETE_KG_RELATIONS, kg=kg)
@@ -216,10 +216,14 @@ class GraphStore:
             raise GraphStoreError(f"dropping KG {kg!r} failed: {exc.message or exc}") from exc
         self.run(cypher.with_names(cypher.DROP_INDEX, index=cypher.embedding_index(kg)))
 
-    def _auto_commit(self, cypher_text: str, /, **params) -> neo4j.ResultSummary:
-        # CALL { } IN TRANSACTIONS needs an auto-commit session, not a managed transaction.
+    def _auto_commit(self, cypher_text: str, /, timeout: float | None = None,
+                     **params) -> tuple[list[neo4j.Record], neo4j.ResultSummary]:
+        """One auto-commit query, never retried by the driver: CALL { } IN TRANSACTIONS needs one
+        (a managed transaction cannot), and lock heartbeats use one to fail fast when Neo4j is gone.
+        ``timeout`` is a server-side limit in seconds."""
         with self.driver.session(database=self.database) as session:
-            return session.run(cypher_text, params).consume()
+            result = session.run(neo4j.Query(cypher_text, timeout=timeout), params)
+            return list(result), result.consume()
 
     # -- management: media references, split overlap, verification ---------------------------
 
@@ -445,11 +449,9 @@ class GraphStore:
         self._run_once(cypher.RELEASE_KG_LOCK, timeout, kg=kg, token=token)
 
     def _run_once(self, cypher_text: str, timeout: float, /, **params) -> list[neo4j.Record]:
-        """An auto-commit query with a server-side timeout that the driver never retries: lock
-        heartbeats and releases must fail fast when Neo4j is gone, not wait out the retries."""
+        """``_auto_commit``'s records, a query failure as ``GraphStoreError``."""
         try:
-            with self.driver.session(database=self.database) as session:
-                return list(session.run(neo4j.Query(cypher_text, timeout=timeout), params))
+            return self._auto_commit(cypher_text, timeout, **params)[0]
         except Neo4jError as exc:
             raise GraphStoreError(f"Neo4j query failed: {exc.message or exc}") from exc
 

@@ -78,18 +78,13 @@ def check_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image
                 if fmt == "JPEG":
                     img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
                 img.load()
+    except BadImage:
+        raise  # our own pixel limit, raised above (a ValueError too)
     except Image.DecompressionBombError as exc:
         raise BadImage(f"image {path} refused as a decompression bomb: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        if isinstance(exc, BadImage):
-            raise
         raise BadImage(f"unreadable image {path}: {exc}") from None
     return ImageInfo(width, height, fmt)
-
-
-def inspect_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImageInfo:
-    """Check that the image (and its box) can be used; returns the size the entity will have."""
-    return region_size(src, check_image(src.path, max_pixels))
 
 
 def region_size(src: ImageSource, whole: ImageInfo) -> ImageInfo:
@@ -124,9 +119,6 @@ class MediaStore:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def has(self, key: str) -> bool:
-        return self.path(key).is_file()
-
     def put_file(self, path: Path, info: ImageInfo | None = None) -> StoredImage:
         """Store an image file as it is (no re-encoding); ``info`` from ``check_image`` saves a header read."""
         try:
@@ -141,9 +133,6 @@ class MediaStore:
         if not target.exists():
             _write_atomically(target, data)
         return StoredImage(key, info.width, info.height)
-
-    def open(self, key: str) -> Image.Image:
-        return Image.open(self.path(key))
 
     def entity_image(self, key: str, box: Sequence[int] | None = None, min_side: int | None = None) -> Image.Image:
         """An image entity's pixels as RGB: the stored image, or the ``box`` (x, y, w, h) cut from it.

@@ -326,10 +326,10 @@ def test_truncated_image_is_a_bad_row_and_nothing_is_written(name, tmp_path, gra
     assert summary.triplets.added > 0
 
 
-def test_the_blank_characters_strip_uses_are_exactly_the_blank_pattern():
-    import re
+def test_the_blank_characters_are_every_space_but_the_control_characters():
+    from kclip.kg_loaders.base import _BLANK_CHARS, _BLANK_RUNS
 
-    from kclip.kg_loaders.base import _BLANK_CHARS, _BLANKS
-
-    expected = "".join(c for c in map(chr, range(0x110000)) if c.isspace() and re.match(_BLANKS, c))
+    controls = "\x0b\x0c\x1c\x1d\x1e\x1f\x85"
+    expected = "".join(c for c in map(chr, range(0x110000)) if c.isspace() and c not in controls)
+    assert all(_BLANK_RUNS.fullmatch(c) for c in expected) and not any(_BLANK_RUNS.match(c) for c in controls)
     assert set(_BLANK_CHARS) == set(expected)
