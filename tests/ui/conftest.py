@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+import subprocess
 from typing import Iterator
 
 import numpy as np
 import pytest
 import streamlit as st
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
+from ui_browser import WAIT, free_port, require_browser, screenshot
 
 from kclip.kg_loaders.synth_scene_graphs import SynthSummary, generate_scene_graphs
 from kclip.kg_loaders.visual_genome import VisualGenomeLoader
@@ -17,6 +22,7 @@ from kclip.platform.ingest import load_kg
 from kclip.platform.media import MediaStore
 from kclip.platform.neo4j_client import _password
 from kclip.platform.settings import Settings, get_settings
+from kclip.ui.launch import run_ui, wait_until_healthy
 
 UI_KG = "ui-shapes"  # 12 images, never embedded: the KG the page tests explore
 EMBEDDED_KG = "ui-embedded"  # 3 images with random embeddings and a vector index; never trained on
@@ -71,3 +77,38 @@ def ui_env(monkeypatch: pytest.MonkeyPatch, ui_env_vars: dict[str, str]) -> Iter
     st.cache_data.clear()
     yield ui_env_vars
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def app_url(ui_env_vars: dict[str, str]) -> Iterator[str]:
+    """The real app, as `kclip ui` starts it, on a free local port; stopped afterwards."""
+    port = free_port()
+    proc = run_ui("127.0.0.1", port, headless=True, env=ui_env_vars)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=WAIT, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def browser(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
+    """Headless Chromium; the page as the test left it is saved as ``screenshots/<test>.png``."""
+    binary, driver_path = require_browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+        screenshot(driver, request.node.name)
+    finally:
+        driver.quit()

@@ -7,99 +7,10 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromi
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-from pathlib import Path
-from typing import Callable, Iterator, TypeVar
-from urllib.parse import parse_qs, urlparse
-
-import pytest
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
-
-from kclip.ui.launch import run_ui, wait_until_healthy
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-WAIT = 60  # seconds for any one step; the first page run pays for imports and connecting to Neo4j
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def require_browser() -> tuple[str, str]:
-    browser = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-    driver = str(CHROMEDRIVER) if CHROMEDRIVER.exists() else shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.fail("the browser test needs Chromium and its driver: run "
-                    "`sudo apt-get install -y chromium chromium-driver` (Debian/Ubuntu), or `./run test`, "
-                    "which installs them")
-    return browser, driver
-
-
-@pytest.fixture
-def app_url(ui_env_vars: dict[str, str]) -> Iterator[str]:
-    """The real app, as `kclip ui` starts it, on a free local port; stopped afterwards."""
-    port = free_port()
-    proc = run_ui("127.0.0.1", port, headless=True, env=ui_env_vars)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=WAIT, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    binary, driver_path = require_browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(driver: WebDriver, find: Callable[[WebDriver], T], what: str) -> T:
-    """Poll ``find`` until it returns something truthy; the failure message names ``what``."""
-    def attempt(d: WebDriver) -> T | bool:
-        try:
-            return find(d) or False
-        except (StaleElementReferenceException, WebDriverException):
-            return False  # Streamlit re-rendered under us; look again
-
-    return WebDriverWait(driver, WAIT, poll_frequency=0.25).until(attempt, f"waiting for {what}")
-
-
-def element_with_text(css: str, text: str) -> Callable[[WebDriver], WebElement | None]:
-    def find(d: WebDriver) -> WebElement | None:
-        return next((e for e in d.find_elements(By.CSS_SELECTOR, css) if text in e.text and e.is_displayed()), None)
-    return find
-
-
-def query(driver: WebDriver) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(driver.current_url).query).items()}
+from ui_browser import element_with_text, query, wait_for
 
 
 def test_main_flow(app_url: str, browser: WebDriver, ui_kg) -> None:

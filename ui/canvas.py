@@ -1,0 +1,1 @@
+"""The entity page's node-link canvas (placeholder; being built)."""
