@@ -112,3 +112,13 @@ def browser(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[WebDrive
         screenshot(driver, request.node.name)
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def trained_run(ui_kg, neo4j_settings) -> str:
+    """A real run on the UI KG: the tiny random-init config for 3 steps (seconds on a CPU)."""
+    from kclip.models.train import train
+    from kclip.models.train_config import load_train_config
+
+    config = load_train_config("tiny", {"max_steps": 3, "data.num_workers": 0, "data.batch_size": 8})
+    return train(neo4j_settings, kg=ui_kg[0], config=config, device="cpu", progress=False)

@@ -120,16 +120,6 @@ def test_neo4j_down_is_an_error_message_not_a_traceback(ui_env, monkeypatch) -> 
     assert "not answering" in at.error[0].value
 
 
-@pytest.fixture(scope="module")
-def trained_run(ui_kg, neo4j_settings) -> str:
-    """A real run on the UI KG: the tiny random-init config for 3 steps (seconds on a CPU)."""
-    from kclip.models.train import train
-    from kclip.models.train_config import load_train_config
-
-    config = load_train_config("tiny", {"max_steps": 3, "data.num_workers": 0, "data.batch_size": 8})
-    return train(neo4j_settings, kg=ui_kg[0], config=config, device="cpu", progress=False)
-
-
 def test_predict_with_a_trained_run(ui_env, ui_kg, trained_run) -> None:
     at = open_page("predict", kg=ui_kg[0])
     assert at.selectbox(key="predict_run").value.name == trained_run
