@@ -108,8 +108,9 @@ def bench_bulk(store, entities, triplets, kg: str, workdir: Path) -> float:
 
 
 @contextmanager
-def throwaway_neo4j(settings: Settings) -> Iterator[Settings]:
-    """Settings of an empty local Neo4j on a free port, stopped and deleted afterwards."""
+def throwaway_neo4j(settings: Settings, **overrides) -> Iterator[Settings]:
+    """Settings of an empty local Neo4j on a free port, stopped and deleted afterwards
+    (``overrides``: other settings of it, e.g. a throwaway ``home`` for runs and the registry)."""
     from kclip.platform import local_neo4j
 
     with socket.socket() as s:
@@ -117,7 +118,8 @@ def throwaway_neo4j(settings: Settings) -> Iterator[Settings]:
         port = s.getsockname()[1]
     state = Path(tempfile.mkdtemp(prefix="kclip-bench-neo4j-"))
     # The Neo4j jars are in the user's cache already: share it rather than download them again.
-    fresh = load_settings(neo4j_uri=None, neo4j_state_dir=state, neo4j_bolt_port=port, cache_path=settings.cache_dir)
+    fresh = load_settings(neo4j_uri=None, neo4j_state_dir=state, neo4j_bolt_port=port, cache_path=settings.cache_dir,
+                          **overrides)
     local_neo4j.start(fresh)
     try:
         yield fresh

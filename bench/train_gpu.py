@@ -84,7 +84,7 @@ def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="vit-b-16")
+    parser.add_argument("--config", default="vit-b-16-openai")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--text-tokens", type=int, default=24)
     parser.add_argument("--relations", type=int, default=64)

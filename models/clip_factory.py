@@ -7,6 +7,12 @@
 Our architectures live in ``models/configs/*.json`` in open_clip's own format and are registered
 with ``open_clip.add_model_config``, so everything open_clip knows about a model (transforms,
 tokenizer, checkpoint loading) works for them unchanged.
+
+Weights files: open_clip's (``open_clip_pytorch_model.bin``, ``open_clip_model.safetensors``) and
+OpenAI's original TorchScript archives (``ViT-B-32.pt``). OpenAI's CLIP was trained with QuickGELU,
+open_clip's LAION/DataComp models with GELU; weights run under the other activation load without a
+word and compute a different function, so a file whose activation can be told (``inspect_weights``)
+is refused by an architecture with the other one, naming the one to use.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import zipfile
 from contextlib import contextmanager
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
+import torch
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
@@ -76,9 +85,15 @@ def create_clip(
     """
     name = _resolve_name(str(name_or_path))
     weights, is_file = _resolve_pretrained(name, pretrained)
+    found = inspect_weights(Path(weights)) if is_file else None
+    if found is not None:
+        _require_same_activation(name, found)
     try:
         with _quiet_random_init():
-            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=weights)
+            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                name, pretrained=None if found and found.torchscript else weights)
+        if found and found.torchscript:
+            _load_torchscript_weights(model, found.path)
     except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError, OSError, hub and pickle errors alike
         if weights is None:
             raise
@@ -160,6 +175,82 @@ def _resolve_pretrained(name: str, pretrained: str | Path | None) -> tuple[str |
 
 def _tags(name: str) -> str:
     return ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none; it has no published weights"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """What a weights file says about itself before it is loaded."""
+
+    path: Path
+    torchscript: bool  # OpenAI's original archives (code and weights), not a state dict
+    quick_gelu: bool | None  # the activation it was trained with; None when the file cannot tell
+    evidence: str  # how ``quick_gelu`` was told, for messages
+
+
+def inspect_weights(path: Path) -> WeightsFile:
+    """Tell a weights file's kind and, where it can be told, its activation: a TorchScript archive
+    names its activation modules in its code; open_clip's Hugging Face folders keep the model config
+    (``open_clip_config.json``) beside the weights; OpenAI's weights say "openai" in their path."""
+    torchscript = _is_torchscript(path)
+    if torchscript:
+        quick = _torchscript_uses_quick_gelu(path)
+        return WeightsFile(path, True, quick, "its TorchScript code " + ("uses" if quick else "has no") + " QuickGELU")
+    config = path.parent / "open_clip_config.json"
+    if config.is_file():
+        try:
+            model_cfg = json.loads(config.read_text(encoding="utf-8")).get("model_cfg", {})
+        except (OSError, ValueError, AttributeError):
+            model_cfg = None
+        if isinstance(model_cfg, dict):
+            return WeightsFile(path, False, bool(model_cfg.get("quick_gelu", False)), f"{config} says so")
+    if any("openai" in part.lower() for part in path.resolve().parts[-3:]):
+        return WeightsFile(path, False, True, "'openai' in its path: OpenAI's CLIP weights use QuickGELU")
+    return WeightsFile(path, False, None, "")
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def _torchscript_uses_quick_gelu(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(b"QuickGELU" in archive.read(name) for name in archive.namelist()
+                   if "/code/" in name and name.endswith(".py"))
+
+
+def _require_same_activation(name: str, found: WeightsFile) -> None:
+    quick = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    if found.quick_gelu is None or found.quick_gelu == quick:
+        return
+    trained, built = ("QuickGELU", "GELU") if found.quick_gelu else ("GELU", "QuickGELU")
+    raise ConfigError(
+        f"weights file {found.path} was trained with {trained} ({found.evidence}), but {name!r} uses {built}: "
+        f"loaded so, the network would compute a different function. Use {_twin_hint(name, found.quick_gelu)}.")
+
+
+def _twin_hint(name: str, quick_gelu: bool) -> str:
+    """The architecture (and bundled training config) with the other activation."""
+    base = name.removesuffix("-quickgelu")
+    twin = f"{base}-quickgelu" if quick_gelu else base
+    bundled = {"ViT-B-32": "vit-b-32", "ViT-B-16": "vit-b-16"}.get(base)
+    config = f" (the bundled config {bundled}-{'openai' if quick_gelu else 'laion'})" if bundled else ""
+    return f"model.clip={twin}{config}"
+
+
+def _load_torchscript_weights(model: nn.Module, path: Path) -> None:
+    """OpenAI's archives hold open_clip's CLIP parameter names, plus constants and buffers (such as
+    the attention mask) that open_clip builds for itself."""
+    state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    wanted = model.state_dict()
+    missing = sorted(set(wanted) - set(state))
+    if missing:
+        raise ValueError(f"the archive lacks {len(missing)} of the model's weights (e.g. {', '.join(missing[:3])})")
+    if state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    model.load_state_dict({k: state[k].to(wanted[k].dtype) for k in wanted})
 
 
 def towers_of(model: nn.Module) -> tuple[int, int, int]:

@@ -1,15 +1,20 @@
 """``kclip compare``: plain CLIP fine-tuning vs Knowledge-CLIP vs its ablations, on the same data,
-step budget and seed, evaluated on the same split, in one table."""
+step budget and seed, evaluated on the same split, in one table.
+
+The table is also recorded in the run registry (``Registry.comparisons``), where the explorer's
+Runs page shows it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from kclip.models.evaluate import evaluate_and_record
 from kclip.models.train import train
 from kclip.models.train_config import TrainConfig
 from kclip.platform.neo4j_client import open_graph_store
 from kclip.platform.records import IMAGE_OF
+from kclip.platform.registry import COMPARISON_HEADLINE, Registry
 from kclip.platform.settings import Settings
 
 # Loss weights each variant changes; everything else comes from the shared config.
@@ -21,7 +26,7 @@ VARIANTS: dict[str, dict[str, float]] = {
     "no-e2r": {"e2r": 0.0},
     "no-kd": {"kd": 0.0},
 }
-HEADLINE = ("mrr", "hits@10", "relation_mrr", "i2t_r@1", "t2i_r@1", "swap_accuracy")
+HEADLINE = COMPARISON_HEADLINE
 
 
 @dataclass
@@ -64,4 +69,6 @@ def compare(settings: Settings, kg: str, config: TrainConfig, prefix: str, varia
                     device=device, progress=progress)
         metrics = evaluate_and_record(settings, run, kg, split, device or "cpu", max_triplets, progress)
         results.append(VariantResult(variant, run, metrics))
+    Registry(settings.registry).add_comparison(prefix, kg, split, config.model_dump(mode="json"),
+                                               [asdict(r) for r in results])
     return results

@@ -1,4 +1,4 @@
-"""Token-level features from open_clip's two towers (KNOWLEDGE_CLIP.md, Model §2-3).
+"""Token-level features from open_clip's two towers (docs/METHOD.md, section 3).
 
 Entities keep every token (x_h, x_t in R^{L x width}) for the fusion transformer; the pooled,
 projected embedding CLIP would return is computed in the same pass, for contrastive targets and

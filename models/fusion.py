@@ -1,4 +1,4 @@
-"""The multimodal fusion transformer over one triplet (KNOWLEDGE_CLIP.md, Model §4).
+"""The multimodal fusion transformer over one triplet.
 
 Input sequence, one per triplet:  [CLS ; x_h + e_h ; x̄_r + e_r ; x_t + e_t]
 - x_h, x_t: the head's and tail's token-level tower features, projected from their tower's width
@@ -12,6 +12,8 @@ Outputs: the CLS position (the whole triplet) and the relation position (relatio
 Where the paper is silent we chose: no extra positional encoding (tower tokens already carry
 their own, and the type encodings separate the three elements); pre-LayerNorm blocks with a
 final LayerNorm, as in CLIP's own towers.
+
+Method: docs/METHOD.md (section 4, fusion and masking).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A relation-aware GNN for the G2E objective (KNOWLEDGE_CLIP.md, Objectives: G2E).
+"""A relation-aware GNN for the G2E objective.
 
 R-GCN in spirit (Schlichtkrull et al. 2018): each edge (s, r, d) sends W_out (h_s + W_rel x̄_r) to d
 and, as an inverse relation, W_in (h_d + W_rel x̄_r) back to s; each node averages what it receives,
@@ -7,6 +7,8 @@ embeddings x̄_r, so the GNN needs no per-KG size and sees relations the way the
 
 Message passing is plain torch (``index_add_`` over an edge index) so it runs on the features'
 device: PyPI's DGL has no CUDA, and its graphs stay on the CPU (see SubgraphBatch.edge_index).
+
+Method: docs/METHOD.md (section 5.4, G2E).
 """
 
 from __future__ import annotations

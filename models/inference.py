@@ -7,11 +7,12 @@ rule in CLIP's embedding space instead: tail ~ normalize(e_h + e_r), relation ~ 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from kclip.models.batch import TripletBatch
@@ -45,7 +46,7 @@ def load_run(settings: Settings, run_name: str, device: str | torch.device = "cp
     device = torch.device(device)
     checkpoint = load_checkpoint(path, device)
     config = TrainConfig.model_validate(checkpoint["config"])
-    model = KnowledgeCLIP(config.model, config.losses)
+    model = KnowledgeCLIP(config.model, config.losses, load_pretrained=False)  # the checkpoint has every weight
     model.load_state_dict(checkpoint["model"])
     model.to(device).eval()
     featurizer = featurizer_for(model, settings.media_root, config.data.max_text_tokens)
@@ -59,7 +60,9 @@ class EntityEmbeddings:
     idx: np.ndarray  # (N,) int64, ascending
     vectors: torch.Tensor  # (N, D) float32
     modality: np.ndarray  # (N,) "text" | "image"
-    entities: dict[int, EntityRow]  # by idx: what was embedded, so callers need not read it again
+    # By idx: what was encoded, so callers need not read it again; empty when read back from Neo4j.
+    entities: dict[int, EntityRow] = field(default_factory=dict)
+    source: Literal["encoded", "neo4j"] = "encoded"  # "neo4j": `kclip embed`'s vectors, nothing encoded
 
     def rows(self, idxs: Sequence[int] | np.ndarray) -> np.ndarray:
         return np.searchsorted(self.idx, np.asarray(idxs, dtype=np.int64))
@@ -101,15 +104,40 @@ def embed_kg(run: LoadedRun, store: GraphStore, kg: str, batch_size: int = 256, 
                             np.asarray([r.modality for r in ordered]), rows)
 
 
+def stored_embeddings(store: GraphStore, kg: str) -> EntityEmbeddings:
+    """The vectors ``kclip embed`` wrote to Neo4j, read back in bulk (seconds, where encoding a
+    large KG again on a CPU takes a minute). Check ``GraphStore.embedding_origin`` first: only the
+    run that wrote them can use them."""
+    idx, modality, vectors = store.embedding_vectors(kg)
+    return EntityEmbeddings(idx, torch.from_numpy(vectors), modality, source="neo4j")
+
+
+@torch.no_grad()
+def embed_texts(run: LoadedRun, texts: Sequence[str]) -> torch.Tensor:
+    """(len(texts), D) unit-norm embeddings of free texts, as the run embeds text entities."""
+    tokens = run.featurizer.tokens(list(texts)).to(run.device)
+    return run.model.entity_embeddings(text_tokens=tokens).float().cpu()
+
+
+@torch.no_grad()
+def embed_images(run: LoadedRun, images: Sequence[Image.Image]) -> torch.Tensor:
+    """(len(images), D) unit-norm embeddings of images (RGB), as the run embeds image entities."""
+    pixels = torch.stack([run.featurizer.preprocess(image) for image in images]).to(run.device)
+    return run.model.entity_embeddings(images=pixels).float().cpu()
+
+
 @torch.no_grad()
 def score_batch(run: LoadedRun, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(tail queries (B, D), head queries (B, D), relation scores (B, R)), on the CPU.
+    """(tail queries (B, D), head queries (B, D), relation cosines (B, R)), on the CPU.
 
-    Queries are dotted against entity embeddings to rank candidates. Heads a model lacks (the
-    plain-CLIP baseline, ablations) fall back to the translation rule in the module docstring.
+    Queries are unit-norm: dotted against entity embeddings they give cosines too, so tails, heads
+    and relations share one scale, [-1, 1]. Heads a model lacks (the plain-CLIP baseline,
+    ablations) fall back to the translation rule in the module docstring.
     """
     batch = batch.to(run.device)
     asked = run.model.queries(batch)
+    if asked.relation_logits is not None:  # the E2R head's logits are its learnt scale x cosine
+        asked.relation_logits = asked.relation_logits / run.model.scales["e2r"]()
     if asked.tails is None or asked.relation_logits is None:
         entity = _pooled(run, batch.num_entities, batch.text_tokens, batch.text_rows, batch.images, batch.image_rows)
         relation = run.model.entity_embeddings(text_tokens=batch.relation_tokens).float()

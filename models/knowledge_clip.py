@@ -13,6 +13,8 @@ random-init start it cannot be rebuilt from the config, and resume must be exact
 
 For evaluation, compute ``entity_embeddings`` once for all entities (in chunks), then dot each
 batch's ``queries(batch)`` (or ``link_queries``) against them; wrap these calls in ``torch.no_grad()``.
+
+Method: docs/METHOD.md (sections 1-8; deviations from the paper: section 9).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -32,7 +34,7 @@ from kclip.models.clip_factory import create_clip, towers_of
 from kclip.models.encoders import encode_image_tokens, encode_text_tokens
 from kclip.models.fusion import HEAD, REL, TAIL, EntityTokens, FusionEncoder, default_heads
 from kclip.models.gnn import RelationalGNN
-from kclip.models.losses import e2e_loss, e2r_loss, g2e_loss, itc_loss, kd_loss
+from kclip.models.losses import e2e_loss, e2r_loss, g2e_loss, itc_loss, kd_loss, structure_kd_loss
 from kclip.platform.errors import ConfigError, KclipError
 
 TERMS = ("e2e", "e2r", "g2e", "kd", "itc")
@@ -68,6 +70,10 @@ class ModelConfig(BaseModel):
 
     clip: str = "kclip-tiny"  # a name from clip_factory.list_models(), or a path to an open_clip JSON config
     pretrained: str | None = None  # a local weights file or an open_clip tag; None = random init
+    # Continue from another run (its checkpoint at init_step) or a weights file: ``--init-from``.
+    # Set through models/train.py, which fills init_step and takes the run's architecture.
+    init_from: str | None = None
+    init_step: int | None = None
     fusion_width: int | None = Field(None, gt=0)  # None: the text tower's width
     fusion_layers: int = Field(2, gt=0)
     fusion_heads: int | None = Field(None, gt=0)  # None: width // 64 (CLIP's head size)
@@ -77,6 +83,12 @@ class ModelConfig(BaseModel):
     # G2E: backpropagate through the neighbours' encodings too. Off by default: neighbours can
     # outnumber batch entities several times, and the batch entities already carry the gradient.
     neighbour_grad: bool = False
+
+    @field_validator("pretrained")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        # `--set model.pretrained=` means random init: not a weights file, and no teacher to distil from.
+        return value if value and value.strip() else None
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -117,13 +129,18 @@ class EncodedEntities:
 
 
 class KnowledgeCLIP(nn.Module):
-    def __init__(self, config: ModelConfig, weights: LossWeights | None = None):
+    def __init__(self, config: ModelConfig, weights: LossWeights | None = None, load_pretrained: bool = True):
+        """``load_pretrained=False`` builds the same network (teacher included) without reading
+        ``config.pretrained``: a checkpoint about to be loaded holds every weight, so a run stays
+        usable once the original weights file is gone."""
         super().__init__()
         self.config = config
         self.clip, self.preprocess_train, self.preprocess_val, self.tokenizer = create_clip(
-            config.clip, config.pretrained
+            config.clip, config.pretrained if load_pretrained else None
         )
-        self.weights = (weights or LossWeights()).resolved(pretrained=config.pretrained is not None)
+        # A trained start, weights file or run, is knowledge worth keeping: KD on by default.
+        self.weights = (weights or LossWeights()).resolved(
+            pretrained=config.pretrained is not None or config.init_from is not None)
         on = self.weights.enabled()
         text_width, image_width, self.embed_dim = towers_of(self.clip)
         self.fusion = self.entity_head = self.relation_head = self.gnn = self.unknown_relation = None
@@ -267,28 +284,49 @@ class KnowledgeCLIP(nn.Module):
         return x
 
     def _pair_terms(self, batch: TripletBatch, pooled: torch.Tensor, unreached: list) -> dict[str, torch.Tensor]:
-        """KD and ITC over the batch's image-text pairs; zero when it has none."""
+        """ITC over the batch's image-text pairs (zero without any) and KD (``_kd_term``)."""
         on = self.weights.enabled()
-        if batch.pair_image.numel() == 0:
-            unreached += [self.clip.logit_scale, pooled]
-            zero = pooled.new_zeros((), dtype=torch.float32)
-            return {name: zero for name in ("kd", "itc") if name in on}
-        image, text = pooled[batch.pair_image], pooled[batch.pair_text]  # (P, D) each
+        terms: dict[str, torch.Tensor] = {}
         scale = self.clip.logit_scale.exp().clamp(max=100)
-        terms = itc_loss(image, text, scale) if "itc" in on else {}
+        if "itc" in on:
+            if batch.pair_image.numel():
+                terms.update(itc_loss(pooled[batch.pair_image], pooled[batch.pair_text], scale))
+            else:
+                unreached += [self.clip.logit_scale, pooled]
+                terms["itc"] = pooled.new_zeros((), dtype=torch.float32)
         if "kd" in on:
-            with torch.no_grad():
-                t_image, t_text = self._teacher_pairs(batch)
-            terms.update(kd_loss(image, text, scale, t_image, t_text, self.teacher.logit_scale.exp().clamp(max=100)))
+            terms["kd"] = self._kd_term(batch, pooled, scale, unreached)
         return terms
 
-    def _teacher_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frozen teacher's pooled (P, D) image and text embeddings of the batch's pairs."""
-        image_of = _content_row(batch.image_rows, batch.num_entities)  # entity row -> images row
-        text_of = _content_row(batch.text_rows, batch.num_entities)
-        image = self.teacher.encode_image(batch.images[image_of[batch.pair_image]])
-        text = encode_text_tokens(self.teacher, batch.text_tokens[text_of[batch.pair_text]]).pooled
-        return image, text
+    def _kd_term(self, batch: TripletBatch, pooled: torch.Tensor, scale: torch.Tensor, unreached: list) -> torch.Tensor:
+        """The mean of KD over all the batch's entities (how each relates to the others, texts and
+        images alike) and KD over its image-text pairs, each where the batch has enough for it."""
+        with torch.no_grad():
+            teacher = self._teacher_pooled(batch)  # (E, D)
+        t_scale = self.teacher.logit_scale.exp().clamp(max=100)
+        parts = []
+        if batch.num_entities >= 3:
+            parts.append(structure_kd_loss(pooled, scale, teacher, t_scale)["kd"])
+        if batch.pair_image.numel():
+            image, text = batch.pair_image, batch.pair_text
+            parts.append(kd_loss(pooled[image], pooled[text], scale, teacher[image], teacher[text], t_scale)["kd"])
+        if not parts:
+            unreached += [self.clip.logit_scale, pooled]
+            return pooled.new_zeros((), dtype=torch.float32)
+        return sum(parts) / len(parts)
+
+    def _teacher_pooled(self, batch: TripletBatch) -> torch.Tensor:
+        """The frozen teacher's (E, D) pooled embeddings of the batch's entities."""
+        pooled = None
+        if batch.text_rows.numel():
+            text = encode_text_tokens(self.teacher, batch.text_tokens).pooled
+            pooled = text.new_zeros(batch.num_entities, text.shape[1]).index_put((batch.text_rows,), text)
+        if batch.image_rows.numel():
+            image = self.teacher.encode_image(batch.images)
+            if pooled is None:
+                pooled = image.new_zeros(batch.num_entities, image.shape[1])
+            pooled = pooled.index_put((batch.image_rows,), image.to(pooled.dtype))
+        return pooled
 
     # ---- inference: wrap in torch.no_grad() ------------------------------------------------------
 
@@ -365,12 +403,6 @@ def _relation_rows(relation_idx: torch.Tensor, edge_rel: torch.Tensor) -> torch.
     sorted_idx, order = relation_idx.sort()
     at = torch.searchsorted(sorted_idx, edge_rel).clamp(max=R - 1)  # no host sync, unlike a lookup table
     return torch.where(sorted_idx[at] == edge_rel, order[at], R)
-
-
-def _content_row(rows: torch.Tensor, num_entities: int) -> torch.Tensor:
-    """(E,) inverse of text_rows / image_rows: entity row -> content row (-1 for the other modality)."""
-    inverse = torch.full((num_entities,), -1, dtype=torch.long, device=rows.device)
-    return inverse.index_put((rows,), torch.arange(rows.shape[0], device=rows.device))
 
 
 def _zero_touch(parts: Iterable[nn.Module | torch.Tensor]) -> torch.Tensor | float:

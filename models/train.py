@@ -1,8 +1,8 @@
 """``kclip train``: Knowledge-CLIP on a KG in Neo4j, fed live by the sampler, on CPU or GPUs.
 
     kclip train --kg scenes --config tiny --max-steps 100            # a CPU, minutes
-    kclip train --kg wn18rr --config vit-b-16 --device cuda          # one GPU, bf16
-    torchrun --nproc-per-node 8 -m kclip -- train --kg vg --config vit-b-16 --device cuda   # DDP
+    kclip train --kg wn18rr --config vit-b-16-openai --device cuda          # one GPU, bf16
+    torchrun --nproc-per-node 8 -m kclip -- train --kg vg --config vit-b-16-openai --device cuda   # DDP
 
 (The "--" keeps torchrun from reading our --run as an abbreviation of its own --run-path.)
     kclip train --resume RUN                                         # continue a killed run
@@ -16,6 +16,7 @@ run sees exactly the batches the killed one would have.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -31,13 +32,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from kclip.models.features import featurizer_for
-from kclip.models.knowledge_clip import KnowledgeCLIP
+from kclip.models.knowledge_clip import KnowledgeCLIP, ModelConfig
 from kclip.models.sampler import TripletStream, spec_from_config
 from kclip.models.train_config import TrainConfig
 from kclip.platform.errors import ConfigError, KclipError
 from kclip.platform.progress import Progress
 from kclip.platform.registry import Registry, new_run_name
 from kclip.platform.settings import Settings
+
+log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
 
@@ -173,7 +176,12 @@ class Trainer:
         if env.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.model = KnowledgeCLIP(config.model, config.losses).to(env.device)
+        # Resuming, the checkpoint holds every weight (the KD teacher's too): the original weights
+        # file is not read, and may be gone.
+        self.model = KnowledgeCLIP(config.model, config.losses, load_pretrained=checkpoint is None)
+        if checkpoint is None and config.model.init_step is not None:
+            start_from_run(self.model, settings, config.model)
+        self.model.to(env.device)
         self.optimizer = build_optimizer(self.model, config, env.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.optim.warmup_steps, config.max_steps))
@@ -290,6 +298,8 @@ def train(settings: Settings, kg: str | None = None, config: TrainConfig | None 
         raise ConfigError("kclip train needs --kg and --config (or --resume RUN)")
     if max_steps is not None:
         config = config.model_copy(update={"max_steps": max_steps})
+    if resume is None and config.model.init_from is not None:
+        config = config.model_copy(update={"model": resolve_init_from(settings, config.model)})
     run_name = _agree_on_name(run_name or new_run_name(kg), env)
     if registry is not None and resume is None:
         registry.create_run(run_name, kg, config.model_dump(mode="json"), env.device.type, env.world_size)
@@ -322,6 +332,47 @@ def _evaluate_at_end(settings: Settings, kg: str, config: TrainConfig, run_name:
     from kclip.models.evaluate import evaluate_and_record  # evaluation imports training; not the reverse
 
     evaluate_and_record(settings, run_name, kg, config.eval_split, device=env.device)
+
+
+# -- continuing from another run or a weights file ---------------------------------------------
+
+ARCHITECTURE = ("clip", "fusion_width", "fusion_layers", "fusion_heads", "gnn_layers")
+
+
+def resolve_init_from(settings: Settings, model: ModelConfig) -> ModelConfig:
+    """``init_from`` made exact: a weights file becomes ``pretrained``; a run gives its architecture
+    and the step of the checkpoint to start from (recorded, so the lineage names a fixed point)."""
+    source = model.init_from
+    parent = latest_checkpoint(settings.runs_root / source) if "/" not in source else None
+    if parent is not None:
+        parent_model = TrainConfig.model_validate(load_checkpoint(parent)["config"]).model
+        taken = {name: getattr(parent_model, name) for name in ARCHITECTURE}
+        changed = {k: (getattr(model, k), v) for k, v in taken.items() if getattr(model, k) != v}
+        if changed:
+            log.warning("starting from run %s: its architecture replaces the config's (%s)", source,
+                        ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()))
+        step = int(parent.stem.removeprefix("step-"))
+        return model.model_copy(update={**taken, "pretrained": None, "init_step": step})
+    if Path(source).is_file():
+        return model.model_copy(update={"pretrained": str(Path(source).resolve()), "init_step": None})
+    raise ConfigError(f"--init-from {source!r}: neither a run with a checkpoint under {settings.runs_root} "
+                      "nor a weights file")
+
+
+def start_from_run(model: KnowledgeCLIP, settings: Settings, config: ModelConfig) -> None:
+    """Load the parent run's weights (heads it lacks keep their fresh init); the KD teacher becomes
+    that start, frozen, so distillation keeps what the parent knew."""
+    path = settings.runs_root / str(config.init_from) / f"step-{config.init_step:08d}.pt"
+    if not path.is_file():
+        raise KclipError(f"run {config.init_from!r} no longer has its step-{config.init_step} checkpoint ({path})")
+    state = {k: v for k, v in load_checkpoint(path)["model"].items() if not k.startswith("teacher.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    fresh = sorted({k.split(".")[0] for k in missing if not k.startswith("teacher.")})
+    if fresh or unexpected:
+        log.info("from run %s: fresh %s; not used %s", config.init_from, fresh or "-",
+                 sorted({k.split(".")[0] for k in unexpected}) or "-")
+    if model.teacher is not None:
+        model.teacher.load_state_dict(model.clip.state_dict())
 
 
 def _resume_state(settings: Settings, run_name: str, kg: str | None, env: Distributed):

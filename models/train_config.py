@@ -1,7 +1,9 @@
 """Training configuration: one validated ``TrainConfig``, from a bundled name or a YAML/JSON file.
 
 Bundled configs live in ``models/configs/<name>.yaml``: ``tiny`` (random init, a CPU in minutes),
-``small`` (a few million parameters, 30 CPU minutes), ``vit-b-32`` and ``vit-b-16`` (CLIP-sized).
+``small`` (a few million parameters, 30 CPU minutes), and CLIP-sized ones for each kind of weights:
+``vit-b-32-openai`` / ``vit-b-16-openai`` (QuickGELU: OpenAI's CLIP) and ``vit-b-32-laion`` /
+``vit-b-16-laion`` (GELU: open_clip's LAION/DataComp weights).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class OptimConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    name: str | None = Field(None, description="the bundled config or file it came from (load_train_config sets it)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     losses: LossWeights = Field(default_factory=LossWeights)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -71,15 +74,22 @@ def bundled_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+# Configs that named a GELU architecture whatever weights they were given (issue 8).
+RENAMED = {name: f"it is now {name}-openai (QuickGELU, for OpenAI's CLIP weights) or {name}-laion "
+                 "(GELU, for open_clip's LAION/DataComp weights)" for name in ("vit-b-32", "vit-b-16")}
+
+
 def load_train_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A bundled config by name, or a YAML/JSON file, validated; errors name the field or line."""
     path = Path(name_or_path)
     if not path.suffix and (CONFIG_DIR / f"{name_or_path}.yaml").is_file():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
+        renamed = RENAMED.get(str(name_or_path))
         raise ConfigError(f"no config {str(name_or_path)!r}: not a file, nor a bundled config "
-                          f"({', '.join(bundled_configs())})")
+                          f"({', '.join(bundled_configs())})" + (f"; {renamed}" if renamed else ""))
     raw = _read(path)
+    raw.setdefault("name", path.stem if path.parent == CONFIG_DIR else str(path))
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     try:

@@ -7,7 +7,7 @@ values, never labels or types, so user data never reaches query text; the only n
 Graph model (one Neo4j database holds many KGs side by side, separated by the ``kg`` property):
 
     (:KG {name, created_at, next_entity_idx, next_relation_idx})
-    (:Entity {kg, id, idx, modality, text, image, image_box, image_width, image_height, attributes})
+    (:Entity {kg, id, idx, modality, text, image, image_box, image_width, image_height, attributes, kg_key})
     (:Relation {kg, name, idx, text})
     (:Entity)-[:TRIPLET {rel, split}]->(:Entity)      rel = the Relation's idx
 
@@ -20,7 +20,9 @@ why there is no separate index on ``kg`` alone, nor one on triplets: each costs 
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -42,7 +44,6 @@ SCHEMA = [
     "CREATE CONSTRAINT relation_key IF NOT EXISTS FOR (r:Relation) REQUIRE (r.kg, r.name) IS UNIQUE",
     "CREATE INDEX entity_idx IF NOT EXISTS FOR (e:Entity) ON (e.kg, e.idx)",
     "CREATE INDEX relation_idx IF NOT EXISTS FOR (r:Relation) ON (r.kg, r.idx)",
-    "CREATE FULLTEXT INDEX entity_text IF NOT EXISTS FOR (e:Entity) ON EACH [e.text]",
 ]
 AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"
 
@@ -50,7 +51,7 @@ AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"
 
 ENSURE_KG = """
 MERGE (k:KG {name: $kg})
-ON CREATE SET k.created_at = datetime(), k.next_entity_idx = 0, k.next_relation_idx = 0
+ON CREATE SET k.created_at = datetime(), k.next_entity_idx = 0, k.next_relation_idx = 0, k.search_key = $kg_key
 """
 # A new random token whenever a load has written entities: samplers keep entity content cached
 # until it changes (see models/sampler.py), and a KG dropped and loaded again gets a new one.
@@ -86,7 +87,7 @@ RETURN k.next_entity_idx - $n AS base
 # (a direct record lookup) instead of an index seek per end.
 CREATE_ENTITIES = """
 UNWIND $rows AS row
-CREATE (e:Entity {kg: $kg, id: row.id, idx: $base + row.ord})
+CREATE (e:Entity {kg: $kg, id: row.id, idx: $base + row.ord, kg_key: $kg_key})
 SET e += row.props
 RETURN row.ord AS ord, elementId(e) AS node
 """
@@ -94,7 +95,7 @@ MERGE_ENTITIES = """
 UNWIND $rows AS row
 MERGE (e:Entity {kg: $kg, id: row.id})
 ON CREATE SET e.idx = $base + row.ord
-SET e += row.props
+SET e += row.props, e.kg_key = $kg_key
 RETURN row.ord AS ord, elementId(e) AS node
 """
 MERGE_RELATIONS = """
@@ -178,13 +179,7 @@ ORDER BY idx
 
 # --- exploration (the UI) -------------------------------------------------------------------
 
-SEARCH_ENTITIES = """
-CALL db.index.fulltext.queryNodes('entity_text', $query, {limit: $scan}) YIELD node, score
-WHERE node.kg = $kg
-RETURN node.idx AS idx, node.id AS id, node.modality AS modality, node.text AS text, node.image AS image,
-       node.image_box AS image_box, score
-LIMIT $limit
-"""
+# (entity search has a section of its own, at the end)
 ENTITY_BY_ID = """
 MATCH (e:Entity {kg: $kg, id: $id})
 RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image, e.image_box AS image_box,
@@ -201,6 +196,48 @@ SAMPLE_ENTITIES = """
 MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL AND e.modality IN $modalities
 RETURN e.idx AS idx, e.id AS id, e.modality AS modality, e.text AS text, e.image AS image, e.image_box AS image_box
 ORDER BY e.idx LIMIT $limit
+"""
+# One entity's triplets counted by (direction, relation), hubs included: the explorer's group
+# headings. Directions are matched apart (so a self-loop counts as head and as tail), and counted
+# before the few relation names are looked up.
+ENTITY_EDGE_COUNTS = """
+MATCH (e:Entity {kg: $kg, id: $id})
+CALL (e) {
+  MATCH (e)-[t:TRIPLET]->(:Entity) RETURN true AS outgoing, t.rel AS rel, count(t) AS n
+  UNION ALL
+  MATCH (e)<-[t:TRIPLET]-(:Entity) RETURN false AS outgoing, t.rel AS rel, count(t) AS n
+}
+MATCH (r:Relation {kg: $kg, idx: rel})
+RETURN outgoing, r.name AS relation, n
+ORDER BY outgoing DESC, relation
+"""
+# A page of the triplets of each of $ids, in one round trip: the explorer's paged lists (one id,
+# one relation, one direction) and its canvas (each node expanded shows its neighbours). Optional
+# filters: $relations (names; null = all), $outgoing (null = both directions). Per entity, the
+# total that passes the filters and the rows $skip .. $skip + $limit, ordered by direction,
+# relation, neighbour idx and split, so pages never overlap. Only the page's rows are projected.
+EXPAND_ENTITIES = """
+WITH COLLECT { MATCH (r:Relation {kg: $kg}) WHERE r.idx IS NOT NULL AND ($relations IS NULL OR r.name IN $relations)
+               RETURN [r.idx, r.name] } AS rels
+WITH rels, [r IN rels | r[0]] AS wanted
+UNWIND range(0, size($ids) - 1) AS i
+MATCH (e:Entity {kg: $kg, id: $ids[i]})
+CALL (e, wanted) {
+  CALL (e, wanted) {
+    MATCH (e)-[t:TRIPLET]->(o:Entity) WHERE ($outgoing IS NULL OR $outgoing) AND t.rel IN wanted
+    RETURN true AS outgoing, t, o
+    UNION ALL
+    MATCH (e)<-[t:TRIPLET]-(o:Entity) WHERE ($outgoing IS NULL OR NOT $outgoing) AND t.rel IN wanted
+    RETURN false AS outgoing, t, o
+  }
+  WITH outgoing, t, o ORDER BY outgoing DESC, t.rel, o.idx, t.split
+  RETURN collect([outgoing, t.rel, t.split, o]) AS found
+}
+RETURN e.id AS id, size(found) AS total,
+       [f IN found[$skip..$skip + $limit] |
+        {outgoing: f[0], relation: [r IN rels WHERE r[0] = f[1]][0][1], split: f[2], idx: f[3].idx, id: f[3].id,
+         modality: f[3].modality, text: f[3].text, image: f[3].image, image_box: f[3].image_box}] AS edges
+ORDER BY i
 """
 
 # --- embeddings: one vector index per KG over the entities `kclip embed` has embedded -----------
@@ -345,3 +382,162 @@ RETURN sum(extra) AS duplicates, collect(CASE WHEN extra > 0 THEN example END)[.
        sum(CASE WHEN unknown THEN copies ELSE 0 END) AS unknown_relations,
        collect(CASE WHEN unknown THEN example END)[..$k] AS unknown_relations_examples
 """
+
+# --- embeddings read back: who wrote them, bulk vectors, search by vector (Predict, Neighbours) ---
+
+# `kclip embed` records on the KG node which run, at which checkpoint step, wrote the embeddings,
+# and the KG's content version then: Predict reads the vectors back instead of encoding every
+# entity again only while all three still hold. Cleared before a write starts, so an embed cut
+# short leaves no record (and the next predictor encodes for itself).
+CLEAR_EMBEDDING_ORIGIN = """
+MATCH (k:KG {name: $kg})
+REMOVE k.embedded_run, k.embedded_step, k.embedded_dimensions, k.embedded_content_version, k.embedded_at
+"""
+SET_EMBEDDING_ORIGIN = """
+MATCH (k:KG {name: $kg})
+SET k.embedded_run = $run, k.embedded_step = $step, k.embedded_dimensions = $dimensions,
+    k.embedded_content_version = $content_version, k.embedded_at = datetime()
+"""
+EMBEDDING_ORIGIN = """
+MATCH (k:KG {name: $kg}) WHERE k.embedded_run IS NOT NULL
+RETURN k.embedded_run AS run, k.embedded_step AS step, k.embedded_dimensions AS dimensions,
+       k.embedded_content_version AS content_version, toString(k.embedded_at) AS embedded_at
+"""
+# A slice of idx at a time as three parallel lists (as TRIPLET_SLICE: a few large lists decode
+# many times faster than a record per entity).
+EMBEDDING_SLICE = """
+MATCH (e:Entity {kg: $kg}) WHERE $lo <= e.idx < $hi AND e.embedding IS NOT NULL
+RETURN collect(e.idx) AS idx, collect(e.modality) AS modality, collect(e.embedding) AS vectors
+"""
+ENTITY_EMBEDDING = "MATCH (e:Entity {kg: $kg, id: $id}) RETURN e.embedding AS vector"
+# A fixed pseudo-random sample of the KG's embeddings (the same on every call: a page's verdict on
+# the space must not flicker), by a multiplicative hash of idx.
+EMBEDDING_SAMPLE = """
+MATCH (e:<label>) WHERE e.kg = $kg AND e.embedding IS NOT NULL
+WITH e ORDER BY (e.idx * 2654435761) % 4294967296 LIMIT $n
+RETURN collect(e.embedding) AS vectors
+"""
+# The $n nearest entities by the index, kept when of $modality (null: any) and not in $exclude,
+# then scored exactly (the index's own scores are approximate: it searches quantized vectors) and
+# the best $k returned; ``scanned`` < $n says the index has no more to give. Rows are
+# [idx, id, modality, text, image, image_box, score], score = (1 + cos) / 2 as Neo4j reports it.
+NEAREST_BY_VECTOR = """
+CALL db.index.vector.queryNodes($index, $n, $vector) YIELD node
+WITH count(*) AS scanned,
+     collect(CASE WHEN ($modality IS NULL OR node.modality = $modality) AND NOT node.id IN $exclude THEN node END) AS kept
+CALL (kept) {
+  UNWIND kept AS node
+  WITH node, vector.similarity.cosine(node.embedding, $vector) AS score
+  ORDER BY score DESC LIMIT $k
+  RETURN collect([node.idx, node.id, node.modality, node.text, node.image, node.image_box, score]) AS hits
+}
+RETURN scanned, hits
+"""
+
+# --- entity search: one full-text index for every KG, the KG filter inside the Lucene query --------
+#
+# Each entity carries ``kg_key``, a one-token stand-in for its KG's name ("k" + 32 hex digits of the
+# name's SHA-256): the analyser splits a name such as "wn-copy" into "wn" and "copy", so names could
+# not tell "wn" from "wn-copy", while keys never share a token. A search asks Lucene for
+# ``+kg_key:<key>^0 +<word> ...``: every match in the KG is counted and reachable, best first (``^0``:
+# the filter adds nothing to scores). ``id`` is indexed beside ``text``, so entities without text
+# (images) are found by their id, analysed like text ("image:12" is the words "image" and "12").
+
+SEARCH_INDEX = "entity_text"
+SEARCH_PROPERTIES = ["kg_key", "text", "id"]
+SEARCH_FIELDS = ("text", "id")  # the fields a user's words are matched in
+SEARCH_ANALYZER = "standard-no-stop-words"  # Unicode word breaks, lower case; no stemming, no stop words
+MAX_SEARCH_WORDS = 64  # a word costs a few Lucene clauses, and Lucene refuses queries over 1,024
+_MAX_SPLIT_PARTS = 8  # an id such as "object:1", as a prefix, is also "object" then "1…" (_word_start)
+_MAX_PREFIX_CHARS = 255  # the analyser's longest token; Lucene refuses prefixes of over 1,000
+SCHEMA.append(  # ensure_schema first drops an index of this name whose definition differs (older kclip)
+    f"CREATE FULLTEXT INDEX {SEARCH_INDEX} IF NOT EXISTS FOR (e:Entity) "
+    f"ON EACH [{', '.join('e.' + p for p in SEARCH_PROPERTIES)}] "
+    f"OPTIONS {{indexConfig: {{`fulltext.analyzer`: '{SEARCH_ANALYZER}'}}}}"
+)
+SEARCH_INDEX_INFO = """
+SHOW FULLTEXT INDEXES YIELD name, labelsOrTypes, properties, options WHERE name = $name
+RETURN labelsOrTypes AS labels, properties, options.indexConfig.`fulltext.analyzer` AS analyzer
+"""
+# A KG node gets its search_key when created (every entity write sets kg_key since); KGs created by
+# an older kclip get it once the backfill has given kg_key to all their entities, so an interrupted
+# backfill resumes where it stopped.
+KGS_WITHOUT_SEARCH_KEY = "MATCH (k:KG) WHERE k.search_key IS NULL RETURN k.name AS name ORDER BY name"
+KG_SEARCH_KEY = "MATCH (k:KG {name: $kg}) RETURN k.search_key AS key"
+BACKFILL_SEARCH_KEY = """
+MATCH (e:Entity {kg: $kg}) WHERE e.idx IS NOT NULL AND (e.kg_key IS NULL OR e.kg_key <> $kg_key)
+CALL (e) { SET e.kg_key = $kg_key } IN TRANSACTIONS OF 10000 ROWS
+"""
+SET_SEARCH_KEY = "MATCH (k:KG {name: $kg}) SET k.search_key = $kg_key"
+# A page of a search and how many match in all, in one round trip. $exact (the last word as a whole
+# word) and $prefix (the last word only as the start of one) match disjoint sets, so whole-word
+# matches come first however scores fall. Each set is read whole, in Lucene's order (by score;
+# ties in a fixed order while the index is unchanged), and the page sliced from the two: the
+# procedure's own {skip, limit} orders tied matches differently for each limit, so that on WN18RR
+# some landed on two pages and others on none. Only the page's nodes are read.
+# Rows: [idx, id, modality, text, image, image_box, score].
+SEARCH_ENTITIES = """
+CALL () { CALL db.index.fulltext.queryNodes($index, $exact) YIELD node, score RETURN collect([node, score]) AS exact }
+CALL () { CALL db.index.fulltext.queryNodes($index, $prefix) YIELD node, score RETURN collect([node, score]) AS prefix }
+RETURN size(exact) + size(prefix) AS total,
+       [hit IN (exact + prefix)[$skip..$skip + $limit] |
+        [hit[0].idx, hit[0].id, hit[0].modality, hit[0].text, hit[0].image, hit[0].image_box, hit[1]]] AS page
+"""
+_LUCENE_SPECIAL = re.compile(r'([+\-&|!(){}\[\]^"~*?:\\/])')
+_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+_WORD_BREAK = re.compile(r"\W+")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A user's search as the two Lucene queries ``SEARCH_ENTITIES`` takes."""
+
+    exact: str  # every word as a whole word
+    prefix: str  # the same, but the last word only as the start of a word
+    words: int  # the words searched
+    given: int  # the words given: more than ``words`` when the search was cut to MAX_SEARCH_WORDS
+
+
+def search_key(kg: str) -> str:
+    """The KG's one-token key in the full-text index (its entities' ``kg_key``)."""
+    return "k" + hashlib.sha256(kg.encode("utf-8")).hexdigest()[:32]
+
+
+def search_query(kg: str, text: str) -> SearchQuery | None:
+    """``text`` as Lucene queries over the KG's entities: every word must match, in the text or the
+    id, as a whole word (a phrase, analysed as the index was, so "a.m." or "object:12" match as
+    written); the last word as the start of a word too. Lucene syntax is taken literally. Words
+    with no letter or digit are left out (the analyser drops them); None when no word is left."""
+    words = [w for w in text.split() if any(c.isalpha() or c.isdecimal() for c in w)]
+    if not words:
+        return None
+    searched = words[:MAX_SEARCH_WORDS]
+    required = [f"+kg_key:{search_key(kg)}^0"] + [f"+({_whole_word(w)})" for w in searched[:-1]]
+    last = searched[-1]
+    exact = " ".join([*required, f"+({_whole_word(last)})"])
+    prefix = " ".join([*required, f"+({_word_start(last)})", f"-({_whole_word(last)})"])
+    return SearchQuery(exact, prefix, len(searched), len(words))
+
+
+def _whole_word(word: str) -> str:
+    phrase = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return " ".join(f"{field}:{phrase}" for field in SEARCH_FIELDS)
+
+
+def _word_start(word: str) -> str:
+    """Lucene for "a word starting with ``word``". Prefixes are not analysed, so the stem is taken
+    as one token ("name:circ" finds "name:circle", one token to the analyser, and "a.m" finds
+    "a.m."). In ids the analyser splits ("object:1" is "object" and "1"), a stem is also taken as
+    whole words then a prefix, so "object:1" finds "object:12" (the words' order is not checked)."""
+    stem = _EDGE_PUNCTUATION.sub("", word).lower()[:_MAX_PREFIX_CHARS]
+    clauses = [f"{field}:{_literal(stem)}*" for field in SEARCH_FIELDS]
+    parts = [p for p in _WORD_BREAK.split(stem) if p]
+    if 1 < len(parts) <= _MAX_SPLIT_PARTS:
+        words = [f'"{p}"' for p in parts[:-1]] + [f"{_literal(parts[-1])}*"]
+        clauses.append("(" + " ".join(f"+id:{w}" for w in words) + ")")
+    return " ".join(clauses)
+
+
+def _literal(term: str) -> str:
+    """A term with Lucene's special characters escaped."""
+    return _LUCENE_SPECIAL.sub(r"\\\1", term)

@@ -66,6 +66,25 @@ class EntityRow:
 
 
 @dataclass(frozen=True)
+class SearchPage:
+    """A page of a KG's entities matching a search (``GraphStore.search_entities``), and how many match in all."""
+
+    hits: list[tuple[EntityRow, float]]  # (entity, Lucene score), best first
+    total: int  # matches in the whole KG
+    skip: int  # matches before this page
+    words: int  # words searched
+    given: int  # words given: more than ``words`` when the search was cut (``note``)
+
+    @property
+    def note(self) -> str | None:
+        """Why some words were not searched, when some were not."""
+        if self.given <= self.words:
+            return None
+        return (f"searched the first {self.words} of {self.given:,} words "
+                f"(a search takes at most {cypher.MAX_SEARCH_WORDS})")
+
+
+@dataclass(frozen=True)
 class EntityDetail:
     entity: EntityRow
     attributes: dict
@@ -80,6 +99,24 @@ class Edge:
     relation: str
     split: str
     other: EntityRow
+
+
+@dataclass(frozen=True)
+class EdgeCount:
+    """How many triplets of one entity share a direction and a relation (the whole group, never a page)."""
+
+    outgoing: bool
+    relation: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A page of one entity's triplets (``edges``) and how many pass the same filters in all (``total``)."""
+
+    entity: str
+    total: int
+    edges: tuple[Edge, ...]
 
 
 @dataclass(frozen=True)
@@ -122,6 +159,18 @@ class TripletChecks:
     unknown_relations: Finding = field(default_factory=Finding)  # rel idx with no Relation node in the KG
 
 
+@dataclass(frozen=True)
+class EmbeddingOrigin:
+    """Which run wrote a KG's embeddings (``kclip embed``): its name and checkpoint step, the
+    vectors' dimension, and the KG's content version then (a later load changes it)."""
+
+    run: str
+    step: int
+    dimensions: int
+    content_version: str | None
+    embedded_at: str | None = None  # ISO time, as Neo4j wrote it
+
+
 def entity_properties(entity: Entity) -> dict:
     """The node properties of an entity, but its image's (set once the media store holds it)."""
     props: dict = {"modality": entity.modality}
@@ -134,27 +183,44 @@ def entity_properties(entity: Entity) -> dict:
 
 
 class GraphStore:
-    def __init__(self, driver: neo4j.Driver, database: str = "neo4j"):
+    """kclip's queries over one Neo4j database.
+
+    ``read_only=True`` (the explorer's store) runs every query in a read-access transaction, so
+    Neo4j itself refuses any write, whatever the Cypher; the write helpers refuse before sending.
+    """
+
+    def __init__(self, driver: neo4j.Driver, database: str = "neo4j", read_only: bool = False):
         self.driver = driver
         self.database = database
+        self.read_only = read_only
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def run(self, cypher_text: str, /, **params) -> list[neo4j.Record]:
         """Run a read or schema query in an auto-commit transaction and return all records."""
         try:
-            records, _, _ = self.driver.execute_query(cypher_text, params, database_=self.database)
+            records, _, _ = self.driver.execute_query(cypher_text, params, database_=self.database,
+                                                      routing_=self._routing)
         except TransientError:
             raise  # a restart or a deadlock: callers such as with_reconnect retry these
         except Neo4jError as exc:
             raise GraphStoreError(f"Neo4j query failed: {exc.message or exc}") from exc
         return records
 
+    @property
+    def _routing(self) -> neo4j.RoutingControl:
+        return neo4j.RoutingControl.READ if self.read_only else neo4j.RoutingControl.WRITE
+
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only:
+            raise GraphStoreError("this connection to Neo4j is read-only (the explorer never writes)")
+
     def _write(self, cypher_text: str, /, **params) -> neo4j.ResultSummary:
         return self._write_tx(lambda tx: tx.run(cypher_text, params).consume())
 
     def _write_tx(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
         """Run ``work`` in a write transaction, retried by the driver on transient errors (deadlocks)."""
+        self._refuse_if_read_only()
         try:
             with self.driver.session(database=self.database) as session:
                 return session.execute_write(work)
@@ -166,12 +232,16 @@ class GraphStore:
     # -- schema and KGs ----------------------------------------------------------------------
 
     def ensure_schema(self, wait_seconds: int = 300) -> None:
+        """Constraints and indexes, created if missing; a database of an older kclip is brought up
+        to date on the way (its full-text index rebuilt, its entities given ``kg_key``)."""
+        self._drop_outdated_search_index()
         for statement in cypher.SCHEMA:
             self.run(statement)
         self.run(cypher.AWAIT_INDEXES, seconds=wait_seconds)
+        self.backfill_search_keys()
 
     def ensure_kg(self, kg: str) -> None:
-        self._write(cypher.ENSURE_KG, kg=kg)
+        self._write(cypher.ENSURE_KG, kg=kg, kg_key=cypher.search_key(kg))
 
     def touch_content(self, kg: str) -> None:
         """Mark the KG's entity content as changed (every load does, once its entities are written)."""
@@ -221,6 +291,7 @@ class GraphStore:
         """One auto-commit query, never retried by the driver: CALL { } IN TRANSACTIONS needs one
         (a managed transaction cannot), and lock heartbeats use one to fail fast when Neo4j is gone.
         ``timeout`` is a server-side limit in seconds."""
+        self._refuse_if_read_only()
         with self.driver.session(database=self.database) as session:
             result = session.run(neo4j.Query(cypher_text, timeout=timeout), params)
             return list(result), result.consume()
@@ -276,7 +347,8 @@ class GraphStore:
         if not rows:
             return WriteCounts(), {}
         base = self.run(cypher.RESERVE_ENTITY_IDX, kg=kg, n=len(rows))[0]["base"]
-        params = {"kg": kg, "base": base, "rows": [{"id": r["id"], "ord": i, "props": r["props"]} for i, r in enumerate(rows)]}
+        params = {"kg": kg, "kg_key": cypher.search_key(kg), "base": base,
+                  "rows": [{"id": r["id"], "ord": i, "props": r["props"]} for i, r in enumerate(rows)]}
 
         def work(tx: neo4j.ManagedTransaction):
             result = tx.run(cypher.CREATE_ENTITIES if fresh else cypher.MERGE_ENTITIES, params)
@@ -363,13 +435,48 @@ class GraphStore:
 
     # -- exploration -------------------------------------------------------------------------
 
-    def search_entities(self, kg: str, text: str, limit: int = 20) -> list[tuple[EntityRow, float]]:
-        """Entities whose text matches ``text`` (full-text, best first); Lucene syntax is escaped."""
-        query = _lucene_escape(text.strip())
-        if not query:
-            return []
-        rows = self.run(cypher.SEARCH_ENTITIES, kg=kg, query=query, limit=limit, scan=limit * 20)
-        return [(_entity_row(r), r["score"]) for r in rows]
+    def search_entities(self, kg: str, text: str, limit: int = 20, skip: int = 0) -> SearchPage:
+        """The KG's entities matching ``text`` (every word, in text or id; the last one as the start
+        of a word too: ``cypher.search_query``), the page ``skip .. skip + limit`` of them, those
+        matching the last word whole first, then by score; with the number of matches in all.
+
+        Raises ``GraphStoreError`` when nothing matches because the database was written by an
+        older kclip and is not searchable yet (``search_ready``)."""
+        if limit < 1 or skip < 0:
+            raise ValueError(f"limit must be >= 1 and skip >= 0 (got limit={limit}, skip={skip})")
+        query = cypher.search_query(kg, text)
+        if query is None:
+            return SearchPage([], 0, skip, 0, 0)
+        row = self.run(cypher.SEARCH_ENTITIES, index=cypher.SEARCH_INDEX, exact=query.exact, prefix=query.prefix,
+                       skip=skip, limit=limit)[0]
+        if not row["total"] and not self.search_ready(kg):
+            raise GraphStoreError(f"KG {kg!r} cannot be searched yet: Neo4j's search index predates this kclip. "
+                                  f"`kclip search WORD --kg {kg}` (or any `kclip load`) updates it, once.")
+        hits = [(EntityRow(*h[:5], _box(h[5])), h[6]) for h in row["page"]]
+        return SearchPage(hits, row["total"], skip, query.words, query.given)
+
+    def search_ready(self, kg: str) -> bool:
+        """Whether a search of the KG finds everything: the full-text index is this kclip's, and
+        the KG's entities carry ``kg_key`` (False in a database of an older kclip until ``ensure_schema``)."""
+        info = self.run(cypher.SEARCH_INDEX_INFO, name=cypher.SEARCH_INDEX)
+        key = self.run(cypher.KG_SEARCH_KEY, kg=kg)
+        return bool(info) and _is_current_search_index(info[0]) and (not key or key[0]["key"] is not None)
+
+    def backfill_search_keys(self) -> list[str]:
+        """Give ``kg_key`` to the entities of the KGs an older kclip created, in batched transactions
+        (idempotent: a run cut short is finished by the next); returns those KGs' names."""
+        kgs = [r["name"] for r in self.run(cypher.KGS_WITHOUT_SEARCH_KEY)]
+        for kg in kgs:
+            key = cypher.search_key(kg)
+            self._run_once(cypher.BACKFILL_SEARCH_KEY, None, kg=kg, kg_key=key)
+            self._write(cypher.SET_SEARCH_KEY, kg=kg, kg_key=key)
+        return kgs
+
+    def _drop_outdated_search_index(self) -> None:
+        """Drop the full-text index when an older kclip defined it (``ensure_schema`` then builds it anew)."""
+        info = self.run(cypher.SEARCH_INDEX_INFO, name=cypher.SEARCH_INDEX)
+        if info and not _is_current_search_index(info[0]):
+            self.run(cypher.with_names(cypher.DROP_INDEX, index=cypher.SEARCH_INDEX))
 
     def entity(self, kg: str, entity_id: str) -> EntityDetail:
         rows = self.run(cypher.ENTITY_BY_ID, kg=kg, id=entity_id)
@@ -383,6 +490,31 @@ class GraphStore:
         """Triplets touching an entity, with the relation's name and the entity at the other end."""
         rows = self.run(cypher.ENTITY_TRIPLETS, kg=kg, id=entity_id, limit=limit)
         return [Edge(r["outgoing"], r["relation"], r["split"], _entity_row(r)) for r in rows]
+
+    def entity_edge_counts(self, kg: str, entity_id: str) -> list[EdgeCount]:
+        """The entity's triplets counted by (direction, relation): outgoing first, relations by name."""
+        rows = self.run(cypher.ENTITY_EDGE_COUNTS, kg=kg, id=entity_id)
+        return [EdgeCount(r["outgoing"], r["relation"], r["n"]) for r in rows]
+
+    def entity_edges(self, kg: str, entity_id: str, relation: str | None = None, outgoing: bool | None = None,
+                     skip: int = 0, limit: int = 24) -> list[Edge]:
+        """One page of the entity's triplets, optionally of one relation and one direction; [] for no such entity."""
+        found = self.expand(kg, [entity_id], None if relation is None else [relation], outgoing, skip, limit)
+        return list(found[0].edges) if found else []
+
+    def expand(self, kg: str, entity_ids: Sequence[str], relations: Sequence[str] | None = None,
+               outgoing: bool | None = None, skip: int = 0, limit: int = 100) -> list[Expansion]:
+        """A page of the triplets of each entity in ``entity_ids`` (one round trip), in their order.
+
+        ``relations`` (names) and ``outgoing`` filter; None means all. Pages follow a fixed order
+        (direction, relation, neighbour idx, split), so ``skip=limit`` gives the next one. Ids not
+        in the KG are left out.
+        """
+        rows = self.run(cypher.EXPAND_ENTITIES, kg=kg, ids=list(entity_ids), skip=skip, limit=limit,
+                        relations=None if relations is None else list(relations), outgoing=outgoing)
+        return [Expansion(r["id"], r["total"], tuple(Edge(e["outgoing"], e["relation"], e["split"], _entity_row(e))
+                                                     for e in r["edges"]))
+                for r in rows]
 
     def sample_entities(self, kg: str, modalities: Sequence[str] = ("text", "image"), limit: int = 50) -> list[EntityRow]:
         return [_entity_row(r) for r in self.run(cypher.SAMPLE_ENTITIES, kg=kg, modalities=list(modalities), limit=limit)]
@@ -403,6 +535,11 @@ class GraphStore:
         self.run(query, dimensions=dimensions)
         self.run(cypher.AWAIT_INDEXES, seconds=300)
 
+    def vector_index_dimensions(self, kg: str) -> int | None:
+        """The dimension of the KG's vector index; None when it has none (``kclip embed`` never ran)."""
+        info = self.run(cypher.VECTOR_INDEX_INFO, name=cypher.embedding_index(kg))
+        return int(info[0]["options"]["indexConfig"]["vector.dimensions"]) if info else None
+
     def similar_entities(self, kg: str, entity_id: str, k: int = 10) -> list[tuple[EntityRow, float]]:
         """Nearest entities by embedding, best first; ``NotFoundError`` before ``kclip embed`` ran for the KG."""
         index = cypher.embedding_index(kg)
@@ -410,6 +547,71 @@ class GraphStore:
             raise NotFoundError(f"KG {kg!r} has no embeddings yet; run `kclip embed --run RUN --kg {kg}`")
         rows = self.run(cypher.SIMILAR_ENTITIES, kg=kg, id=entity_id, k=k, index=index)
         return [(_entity_row(r), r["score"]) for r in rows]
+
+    # -- embeddings read back: origin, bulk vectors, search by vector (Predict, Neighbours) ---
+
+    def record_embedding_origin(self, kg: str, origin: EmbeddingOrigin) -> None:
+        self._write(cypher.SET_EMBEDDING_ORIGIN, kg=kg, run=origin.run, step=origin.step,
+                    dimensions=origin.dimensions, content_version=origin.content_version)
+
+    def clear_embedding_origin(self, kg: str) -> None:
+        self._write(cypher.CLEAR_EMBEDDING_ORIGIN, kg=kg)
+
+    def embedding_origin(self, kg: str) -> EmbeddingOrigin | None:
+        """The run that wrote the KG's embeddings; None when none did, or one did not say (an older kclip)."""
+        rows = self.run(cypher.EMBEDDING_ORIGIN, kg=kg)
+        return EmbeddingOrigin(**rows[0].data()) if rows else None
+
+    def embedding_vectors(self, kg: str, slice_size: int = 20_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(idx (N,) int64 ascending, modality (N,), vectors (N, D) float32) of every embedded entity."""
+        first, last, _ = self.entity_idx_range(kg)
+        idx, modality, vectors = [], [], []
+        for lo in range(first, last + 1, slice_size):
+            r = self.run(cypher.EMBEDDING_SLICE, kg=kg, lo=lo, hi=lo + slice_size)[0]
+            idx += r["idx"]
+            modality += r["modality"]
+            vectors += r["vectors"]
+        order = np.argsort(np.asarray(idx, dtype=np.int64), kind="stable")
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(idx), -1)
+        return np.asarray(idx, dtype=np.int64)[order], np.asarray(modality, dtype=object)[order], matrix[order]
+
+    def entity_embedding(self, kg: str, entity_id: str) -> np.ndarray | None:
+        """The entity's stored embedding; None when it has none (``NotFoundError`` when no such entity)."""
+        rows = self.run(cypher.ENTITY_EMBEDDING, kg=kg, id=entity_id)
+        if not rows:
+            raise NotFoundError(f"no entity {entity_id!r} in KG {kg!r}")
+        vector = rows[0]["vector"]
+        return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+    def embedding_sample(self, kg: str, n: int = 200) -> np.ndarray:
+        """(≤ n, D) embeddings of a fixed pseudo-random sample of the KG's embedded entities."""
+        query = cypher.with_names(cypher.EMBEDDING_SAMPLE, label=cypher.embedding_label(kg))
+        vectors = self.run(query, kg=kg, n=n)[0]["vectors"]
+        return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+
+    def nearest_by_vector(self, kg: str, vector: Sequence[float], k: int = 10, modality: str | None = None,
+                          exclude: Sequence[str] = ()) -> list[tuple[EntityRow, float]]:
+        """The ``k`` entities nearest to ``vector`` in the KG's vector index, as (row, cosine in
+        [-1, 1]), best first; only ``modality`` ones when given, never those whose id is in ``exclude``.
+
+        The filter applies inside the search: the index is asked for twice the candidates needed,
+        then 4x more each round until k are kept or it has no more, so a rare modality is still
+        found (in the worst case, the last round reads the whole index). Candidates are scored
+        exactly. ``NotFoundError`` before ``kclip embed`` ran for the KG.
+        """
+        index = cypher.embedding_index(kg)
+        if not self.run(cypher.VECTOR_INDEX_INFO, name=index):
+            raise NotFoundError(f"KG {kg!r} has no embeddings yet; run `kclip embed --run RUN --kg {kg}`")
+        params = {"index": index, "vector": [float(x) for x in vector], "k": k, "modality": modality,
+                  "exclude": list(exclude)}
+        n = 2 * (k + len(exclude))  # twice: the index's approximate top k may miss an exact one
+        while True:
+            r = self.run(cypher.NEAREST_BY_VECTOR, n=n, **params)[0]
+            if len(r["hits"]) >= k or r["scanned"] < n:
+                break
+            n *= 4
+        hits = sorted(r["hits"], key=lambda h: -h[6])
+        return [(EntityRow(*h[:5], _box(h[5])), 2 * h[6] - 1) for h in hits]
 
     # -- evaluation and prediction -----------------------------------------------------------
 
@@ -456,14 +658,10 @@ class GraphStore:
             raise GraphStoreError(f"Neo4j query failed: {exc.message or exc}") from exc
 
 
-_LUCENE_SPECIAL = set('+-&|!(){}[]^"~*?:\\/')
-
-
-def _lucene_escape(text: str) -> str:
-    """Plain words for Lucene: special characters escaped, and AND/OR/NOT lower-cased so they
-    are searched for rather than read as operators (the index lower-cases text anyway)."""
-    escaped = "".join("\\" + c if c in _LUCENE_SPECIAL else c for c in text)
-    return " ".join(w.lower() if w in ("AND", "OR", "NOT") else w for w in escaped.split())
+def _is_current_search_index(info: neo4j.Record) -> bool:
+    """Whether a ``SEARCH_INDEX_INFO`` row describes the full-text index this kclip defines."""
+    return (info["labels"] == ["Entity"] and info["properties"] == cypher.SEARCH_PROPERTIES
+            and info["analyzer"] == cypher.SEARCH_ANALYZER)
 
 
 def _triplet_example(kg: str, example: list, relation_names: dict[int, str]) -> dict:

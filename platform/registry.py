@@ -44,6 +44,12 @@ class Run(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
     checkpoints: Mapped[list["Checkpoint"]] = relationship(back_populates="run", order_by="Checkpoint.step")
 
+    @property
+    def parent(self) -> str | None:
+        """The run or weights file this run started from (``kclip train --init-from``), if any."""
+        model = self.config.get("model") or {}
+        return model.get("init_from") or model.get("pretrained")
+
 
 class Metric(Base):
     __tablename__ = "metrics"
@@ -72,6 +78,23 @@ class Evaluation(Base):
     split: Mapped[str] = mapped_column(String(16))
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+# The metrics a comparison's table shows, in order: `kclip compare` prints them, the UI plots them.
+COMPARISON_HEADLINE = ("mrr", "hits@10", "relation_mrr", "i2t_r@1", "t2i_r@1", "swap_accuracy")
+
+
+class Comparison(Base):
+    """One ``kclip compare``: its variants' runs and metrics, as the command printed them."""
+
+    __tablename__ = "comparisons"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)  # the run-name prefix
+    kg: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict] = mapped_column(JSON)  # the shared config, before each variant's changes
+    results: Mapped[list] = mapped_column(JSON)  # [{variant, run, metrics, note}], in the order compared
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -162,3 +185,18 @@ class Registry:
         with Session(self.engine, expire_on_commit=False) as s:
             query = select(Evaluation).join(Run, Evaluation.run_id == Run.id).where(Run.name == name)
             return list(s.scalars(query.order_by(Evaluation.created_at)))
+
+    def add_comparison(self, name: str, kg: str, split: str, config: dict[str, Any],
+                       results: list[dict[str, Any]]) -> None:
+        with Session(self.engine) as s:
+            s.add(Comparison(name=name, kg=kg, split=split, config=json.loads(json.dumps(config, default=str)),
+                             results=results))
+            s.commit()
+
+    def comparisons(self, kg: str | None = None) -> list[Comparison]:
+        """Recorded ``kclip compare`` results, newest first; only those on ``kg`` when given."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(Comparison).order_by(Comparison.created_at.desc(), Comparison.id.desc())
+            if kg is not None:
+                query = query.where(Comparison.kg == kg)
+            return list(s.scalars(query))

@@ -21,4 +21,5 @@ st.navigation([
     st.Page(PAGES / "explore.py", title="Explore", icon=ICON["explore"]),
     st.Page(PAGES / "predict.py", title="Predict", icon=ICON["predict"]),
     st.Page(PAGES / "neighbours.py", title="Neighbours", icon=ICON["neighbours"]),
+    st.Page(PAGES / "runs.py", title="Runs", icon=ICON["runs"]),
 ]).run()

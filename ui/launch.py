@@ -1,9 +1,10 @@
-"""Starting the explorer: ``streamlit run`` on ``app.py`` in a subprocess.
+"""Starting and stopping the explorer (``streamlit run`` on ``app.py``).
 
     from kclip.ui.launch import run_ui, serve_ui, wait_until_healthy
     proc = run_ui(port=8502)                   # returns at once; proc.terminate() stops it
     wait_until_healthy("http://127.0.0.1:8502")
-    serve_ui()                                 # blocks until Ctrl-C (what `kclip ui` does)
+    serve_ui(home)                             # this process becomes the explorer (what `kclip ui` does)
+    stop_all(home)                             # what `kclip ui --stop` does
 
 Streamlit reads kclip's settings from the ``KCLIP_*`` environment, which the subprocess inherits
 (plus ``env`` when given).
@@ -19,9 +20,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NoReturn
 
 from kclip.platform.errors import KclipError
+from kclip.platform.processes import process_alive
 
 APP = Path(__file__).with_name("app.py")
 
@@ -50,18 +52,13 @@ def run_ui(address: str = "127.0.0.1", port: int = 8501, headless: bool = True,
     return subprocess.Popen(ui_command(address, port, headless), env=full_env)
 
 
-def serve_ui(address: str = "127.0.0.1", port: int = 8501, headless: bool = True) -> int:
-    """Run the explorer in the foreground until it exits or Ctrl-C; returns its exit code."""
-    proc = run_ui(address, port, headless)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+def serve_ui(home: Path, address: str = "127.0.0.1", port: int = 8501, headless: bool = True) -> NoReturn:
+    """Become the explorer: this process is replaced by Streamlit (same pid), so killing it, even
+    with ``kill -9``, leaves nothing listening, and ``kclip ui --stop`` finds it by its pid file."""
+    replace_previous(home, port)
+    _pid_file(home, port).write_text(str(os.getpid()))
+    sys.stdout.flush()
+    os.execv(sys.executable, ui_command(address, port, headless))
 
 
 def wait_until_healthy(base_url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
@@ -84,28 +81,58 @@ def wait_until_healthy(base_url: str, timeout: float = 60.0, proc: subprocess.Po
 def start_detached(home: Path, address: str = "127.0.0.1", port: int = 8501) -> int:
     """Start the explorer in its own session so it outlives this process (``kclip demo``); returns its pid.
 
-    The pid goes to ``home/ui.pid`` and the output to ``home/ui.log``; ``stop_detached`` ends it.
+    The pid goes to ``home/ui-PORT.pid`` and the output to ``home/ui.log``; ``stop_all`` ends it.
     """
-    stop_detached(home)  # one explorer per home: a second demo replaces the first
-    home.mkdir(parents=True, exist_ok=True)
+    replace_previous(home, port)
     with open(home / "ui.log", "ab") as log:
         proc = subprocess.Popen(ui_command(address, port), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    (home / "ui.pid").write_text(str(proc.pid))
+    _pid_file(home, port).write_text(str(proc.pid))
     wait_until_healthy(f"http://{address}:{port}", proc=proc)
     return proc.pid
 
 
-def stop_detached(home: Path) -> bool:
-    """Stop the explorer ``start_detached`` left running; False when there was none."""
-    pid_file = home / "ui.pid"
+def replace_previous(home: Path, port: int) -> None:
+    """One explorer per home and port: a second start replaces the first (it would not get the port)."""
+    home.mkdir(parents=True, exist_ok=True)
+    _stop(_pid_file(home, port))
+
+
+def stop_all(home: Path) -> int:
+    """Stop every explorer started from ``home`` (foreground or detached); how many were running."""
+    return sum(_stop(pid_file) for pid_file in sorted(home.glob("ui*.pid")))
+
+
+def _pid_file(home: Path, port: int) -> Path:
+    return home / f"ui-{port}.pid"
+
+
+def _stop(pid_file: Path, grace_s: float = 10.0) -> bool:
+    """End the explorer a pid file names, if that pid still is one (pids get reused); False if none."""
     try:
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return False
     pid_file.unlink(missing_ok=True)
-    try:
-        os.killpg(pid, signal.SIGTERM)  # its own session: the streamlit process and any children
-    except ProcessLookupError:
+    if not _is_explorer(pid):
         return False
+    # A detached explorer leads its own session: signal the group, children included.
+    kill = os.killpg if os.getpgid(pid) == pid else os.kill
+    kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
     return True
+
+
+def _is_explorer(pid: int) -> bool:
+    if not process_alive(pid):
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc (not Linux): trust the pid file
+        return True
+    return b"streamlit" in command and str(APP).encode() in command

@@ -22,12 +22,14 @@ PAGES = {  # page files, relative to app.py, for st.page_link / st.switch_page
     "explore": "views/explore.py",
     "predict": "views/predict.py",
     "neighbours": "views/neighbours.py",
+    "runs": "views/runs.py",
 }
 ICON = {  # Material icons (bundled with Streamlit, so they render without emoji fonts)
     "kgs": ":material/hub:",
     "explore": ":material/search:",
     "predict": ":material/model_training:",
     "neighbours": ":material/scatter_plot:",
+    "runs": ":material/monitoring:",
 }
 # Markdown (buttons, headers, captions) gets Streamlit's bundled Material icons; plain-text places
 # (selectbox options, tables) cannot show those and get emoji.
@@ -71,6 +73,9 @@ def current_kg() -> str:
         st.stop()
     wanted = st.query_params.get("kg") or st.session_state.get(KG_STATE)
     kg = wanted if wanted in kgs else kgs[0]
+    if wanted and wanted != kg:  # a stale link, or a KG dropped since
+        st.warning(f"Neo4j has no KG named {md_code(wanted)}; showing {md_code(kg)} instead.",
+                   icon=":material/warning:")
     remember_kg(kg)
     return kg
 
@@ -118,17 +123,26 @@ def thumbnail(row: EntityRow, width: int = 96) -> None:
         st.caption("(image file not in this machine's media store)")
 
 
+PICKER_MATCHES = 25  # the best matches an entity picker offers
+
+
 def entity_picker(kg: str, label: str, key: str) -> EntityRow | None:
-    """Search-as-you-type: a text box, then a choice among the full-text matches."""
-    query = st.text_input(label, key=f"{key}_q", placeholder="type a word, e.g. circle, then Enter")
+    """A text box, then a choice among the best matches (``services.search_page``: every word must
+    match, the last one as the start of a word too, ids included). The box commits on Enter, not
+    as the user types: each pick may start a prediction."""
+    query = st.text_input(label, key=f"{key}_q", placeholder="words or their start, e.g. circ, then Enter",
+                          help="Every word must match an entity's text or id; the last one may be its start.")
     if not query.strip():
         return None
-    matches = [row for row, _ in services.search_entities(kg, query, limit=25)]
-    if not matches:
-        st.caption(f"No entity matches “{query}”.")
+    found = services.search_page(kg, query, limit=PICKER_MATCHES)
+    if not found.hits:
+        st.caption(f"No entity matches “{md(query.strip())}”.")
         return None
-    return st.selectbox(f"{label}: matches", matches, key=f"{key}_pick", label_visibility="collapsed",
-                        format_func=lambda row: entity_label(row, markdown=False))
+    picked = st.selectbox(f"{label}: matches", [row for row, _ in found.hits], key=f"{key}_pick",
+                          label_visibility="collapsed", format_func=lambda row: entity_label(row, markdown=False))
+    if found.total > len(found.hits):
+        st.caption(f"the best {len(found.hits)} of {found.total:,} matches: more words narrow them")
+    return picked
 
 
 def relation_picker(kg: str, label: str, key: str) -> str | None:

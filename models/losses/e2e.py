@@ -1,7 +1,7 @@
 """E2E (entity-entity): the masked triplet's output picks the true entity among the batch's entities.
 
-KNOWLEDGE_CLIP.md only describes masking the tail. We also mask the head, (?, r, t), and average
-the two directions, so the same model ranks heads and tails in link prediction.
+The paper only describes masking the tail. We also mask the head, (?, r, t), and average the two
+directions, so the same model ranks heads and tails in link prediction (docs/METHOD.md, 5.1 and 9).
 """
 
 from __future__ import annotations

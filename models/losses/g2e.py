@@ -1,8 +1,9 @@
 """G2E (graph-entity): each entity's propagated feature must pick its own pre-propagation feature.
 
 Cosine similarity over a temperature, contrasted against the batch's other entities (InfoNCE),
-one direction as KNOWLEDGE_CLIP.md words it (propagated -> original). Both sides keep their
-gradients: the towers learn features their graph neighbourhood predicts, the GNN learns to predict.
+one direction as the paper words it (propagated -> original). Both sides keep their gradients:
+the towers learn features their graph neighbourhood predicts, the GNN learns to predict them.
+Method: docs/METHOD.md (section 5.4).
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
     kclip neo4j start | stop | status
     kclip load FORMAT PATH --kg NAME [--skip-bad] [-o key=value ...]
     kclip synth scene-graphs OUT --images N --seed S
+    kclip synth compositional OUT --images N --seed S   (then: kclip eval --run RUN --task aro --data OUT)
     kclip synth visual-genome OUT --images N --seed S | kclip synth conceptnet OUT.csv[.gz] --lines N --seed S
     kclip stats [--kg NAME] [--json]
     kclip drop --kg NAME [--yes] [--wait SECONDS]
     kclip verify --kg NAME [--json] [--examples K]     exit 0: clean, 3: problems found
+    kclip search QUERY --kg NAME [--limit N] [--skip N] [--json]
     kclip train --kg NAME --config CONFIG [--run NAME] [--device cuda|cpu] [--max-steps N] [--resume RUN]
     kclip eval --run RUN [--kg NAME] [--split test] [--json]
     kclip compare --kg NAME [--config tiny] [--max-steps N] [--variants clip,knowledge-clip,...]
@@ -32,6 +34,7 @@ from rich.text import Text
 from kclip.platform.errors import KclipError, Neo4jLost
 
 if TYPE_CHECKING:
+    from kclip.platform.graph_store import SearchPage
     from kclip.platform.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -40,6 +43,8 @@ neo4j_app = typer.Typer(no_args_is_help=True, help="The project-managed local Ne
 synth_app = typer.Typer(no_args_is_help=True, help="Generate synthetic KGs to try every path without downloads.")
 app.add_typer(neo4j_app, name="neo4j")
 app.add_typer(synth_app, name="synth")
+runs_app = typer.Typer(no_args_is_help=True, help="Training runs in the registry: list them, show one.")
+app.add_typer(runs_app, name="runs")
 out = Console()
 err = Console(stderr=True)
 
@@ -155,6 +160,25 @@ def synth_scene_graphs(
     out.print(f"wrote {summary.images} images, {summary.objects} objects, {summary.relationships} relationships, "
               f"{summary.captions} captions to {summary.out}")
     out.print(f"load it with: kclip load visual-genome {summary.out} --kg scenes")
+
+
+@synth_app.command("compositional")
+def synth_compositional(
+    out_dir: Path = typer.Argument(..., help="directory to write (Visual Genome layout + JPEGs + ARO test files)"),
+    images: int = typer.Option(300, "--images", min=1, help="number of images"),
+    seed: int = typer.Option(0, "--seed", help="same seed, byte-identical output"),
+    image_size: int = typer.Option(224, "--image-size", min=96, help="image side in pixels"),
+) -> None:
+    """Scenes of several shapes (kind, colour, size, left of / above ...) with binding captions, and ARO's
+    VG-Relation / VG-Attribution files for the test images: a test bag-of-words CLIP fails."""
+    from kclip.kg_loaders.synth_compositional import generate_compositional
+
+    s = generate_compositional(out_dir, images=images, seed=seed, image_size=image_size)
+    out.print(f"wrote {s.images} images, {s.objects} objects, {s.relationships} relationships to {s.out}; "
+              f"ARO files for its {s.test_images} test images: {s.relation_items} relation and "
+              f"{s.attribution_items} attribution items")
+    out.print(f"load it with: kclip load visual-genome {s.out} --kg comp; after training: "
+              f"kclip eval --run RUN --task aro --data {s.out}")
 
 
 @synth_app.command("visual-genome")
@@ -287,14 +311,55 @@ def _findings_table(report) -> Table:
     return table
 
 
+@app.command("search")
+def search_command(
+    query: str = typer.Argument(..., help="words to find in entity texts and ids: all must match, the last one "
+                                          "also as the start of a word; Lucene syntax is taken literally"),
+    kg: str = typer.Option(..., "--kg", help="the KG to search"),
+    limit: int = typer.Option(20, "--limit", min=1, max=1000, help="matches shown"),
+    skip: int = typer.Option(0, "--skip", min=0, help="matches passed over first (the next page: --skip LIMIT)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON list of {id, text, modality, score}"),
+) -> None:
+    """Full-text search of one KG's entities, best first (those matching the last word whole before the rest)."""
+    from kclip.platform.neo4j_client import open_graph_store
+
+    with open_graph_store(get_settings()) as store:
+        store.require_kg(kg)
+        if not store.search_ready(kg):  # a database an older kclip wrote: brought up to date once
+            err.print("updating Neo4j's search index for KGs loaded by an older kclip (once)…")
+            store.ensure_schema()
+        page = store.search_entities(kg, query, limit=limit, skip=skip)
+    if page.note:
+        err.print(Text.assemble(("note: ", "bold yellow"), page.note))
+    if as_json:
+        print(json.dumps([{"id": row.id, "text": row.text, "modality": row.modality, "score": score}
+                          for row, score in page.hits], ensure_ascii=False))
+        return
+    out.print(_search_table(kg, query, page))
+
+
+def _search_table(kg: str, query: str, page: "SearchPage") -> Table:
+    """One row per match of the page, numbered from 1 across pages."""
+    first, last = page.skip + 1, page.skip + len(page.hits)
+    shown = f"{first:,}-{last:,} of {page.total:,}" if page.hits else f"none of {page.total:,}"
+    table = Table(title=f"{kg}: matches {shown} for {query.strip()!r}")
+    for column in ("#", "id", "modality", "text", "score"):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    for n, (row, score) in enumerate(page.hits, page.skip + 1):
+        table.add_row(f"{n:,}", Text(row.id), row.modality, Text(row.text or ""), f"{score:.2f}")
+    return table
+
+
 @app.command("train")
 def train_command(
     kg: Optional[str] = typer.Option(None, "--kg", help="KG to train on"),
-    config: Optional[str] = typer.Option(None, "--config", help="bundled config (tiny, small, vit-b-32, vit-b-16) or a YAML/JSON file"),
+    config: Optional[str] = typer.Option(None, "--config", help="bundled config (tiny, small, vit-b-32-openai, vit-b-16-openai, vit-b-32-laion, vit-b-16-laion) or a YAML/JSON file"),
     run: Optional[str] = typer.Option(None, "--run", help="name of the run (generated if omitted)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: cuda when available)"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="override the config's max_steps"),
     resume: Optional[str] = typer.Option(None, "--resume", help="continue this run from its last checkpoint"),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="start a new run from another run's latest "
+                                            "checkpoint or from a weights file; the KD teacher is that start, frozen"),
     set_: list[str] = typer.Option([], "--set", help="override a config value: data.batch_size=16 (repeatable)"),
 ) -> None:
     """Train Knowledge-CLIP on a KG in Neo4j. The last line printed is the run's name."""
@@ -303,10 +368,80 @@ def train_command(
 
     if resume is None and config is None:
         raise typer.BadParameter("give --config (or --resume RUN)", param_hint="--config")
+    if resume is not None and init_from is not None:
+        raise typer.BadParameter("a resumed run continues from its own checkpoint", param_hint="--init-from")
     settings = get_settings()
-    cfg = load_train_config(config, _parse_options(set_, dotted=True)) if config else None
+    overrides = _parse_options(set_, dotted=True) | ({"model.init_from": init_from} if init_from else {})
+    cfg = load_train_config(config, overrides) if config else None
     name = train(settings, kg=kg, config=cfg, run_name=run, device=device, max_steps=max_steps, resume=resume)
     print(name)
+
+
+@runs_app.command("list")
+def runs_list(
+    kg: Optional[str] = typer.Option(None, "--kg", help="only runs trained on this KG"),
+    as_json: bool = typer.Option(False, "--json", help="a JSON list of objects"),
+) -> None:
+    """Every registered run, newest first: status, KG, config, steps, start, what it started from."""
+    from kclip.platform.registry import Registry
+
+    runs = [r for r in Registry(get_settings().registry).list_runs() if kg is None or r.kg == kg]
+    rows = [_run_row(r) for r in runs]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"{len(rows)} run(s)")
+    for column in ("run", "status", "kg", "config", "steps", "started", "from"):
+        table.add_column(column, justify="right" if column == "steps" else "left")
+    for row in rows:
+        table.add_row(row["run"], row["status"], row["kg"], row["config"] or "-",
+                      f"{row['step']:,}/{row['max_steps']:,}" if row["max_steps"] else f"{row['step']:,}",
+                      row["started"][:16].replace("T", " "), row["from"] or "-")
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    name: str = typer.Argument(..., help="a run name (see `kclip runs list`)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object"),
+) -> None:
+    """One run: its record, lineage back to its first start, checkpoints and evaluations."""
+    from kclip.platform.registry import Registry
+
+    registry = Registry(get_settings().registry)
+    run = registry.get_run(name)
+    shown = {**_run_row(run), "lineage": _lineage(registry, run), "device": run.device,
+             "world_size": run.world_size, "checkpoints": [c.step for c in run.checkpoints],
+             "evaluations": [{"kg": e.kg, "split": e.split, "step": e.step, "metrics": e.metrics}
+                             for e in registry.evaluations(name)],
+             "config": run.config}
+    if as_json:
+        print(json.dumps(shown))
+        return
+    out.print(f"[bold]{name}[/bold]  {shown['status']} · KG {shown['kg']} · step {shown['step']:,}"
+              f" · started {shown['started'][:16].replace('T', ' ')}")
+    out.print("lineage: " + " <- ".join([name, *shown["lineage"]]))
+    out.print(f"checkpoints at steps: {', '.join(map(str, shown['checkpoints'])) or 'none'}")
+    for e in shown["evaluations"]:
+        _print_metrics(f"eval on {e['kg']} / {e['split']} at step {e['step']:,}", e["metrics"], False)
+
+
+def _run_row(run) -> dict[str, object]:
+    return {"run": run.name, "status": run.status, "kg": run.kg, "config": run.config.get("name"),
+            "step": run.step, "max_steps": run.config.get("max_steps"),
+            "started": run.created_at.isoformat(), "from": run.parent}
+
+
+def _lineage(registry, run) -> list[str]:
+    """What the run started from, what that started from, ... (a weights file ends the chain)."""
+    chain: list[str] = []
+    while run.parent is not None and run.parent not in chain:
+        chain.append(run.parent)
+        try:
+            run = registry.get_run(run.parent)
+        except KclipError:  # a weights file, or a run from another registry
+            break
+    return chain
 
 
 def _print_metrics(title: str, metrics: dict[str, float], as_json: bool) -> None:
@@ -328,13 +463,35 @@ def eval_command(
     split: str = typer.Option("test", "--split"),
     device: str = typer.Option("cpu", "--device"),
     max_triplets: Optional[int] = typer.Option(None, "--max-triplets", min=1, help="evaluate a fixed random subset"),
+    task: str = typer.Option("link", "--task", help="link: the KG's split; aro: ARO's VG-Relation / VG-Attribution "
+                             "JSON; retrieval: a Karpathy-split COCO / Flickr30k JSON; zeroshot: an ImageFolder"),
+    data: Optional[Path] = typer.Option(None, "--data", help="the task's file or folder (aro, retrieval, zeroshot)"),
+    images: Optional[Path] = typer.Option(None, "--images", help="folder the data file's image paths are relative "
+                                          "to (default: the data file's folder)"),
+    templates: Optional[Path] = typer.Option(None, "--templates", help="zeroshot: prompt templates, one per line "
+                                             "with {} for the class name (default: CLIP's ImageNet templates)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object, metric names as keys"),
 ) -> None:
-    """Link prediction (filtered MRR, Hits@k), relation prediction, and retrieval / relation-swap where images exist."""
-    from kclip.models.evaluate import evaluate_and_record
+    """Link prediction (filtered MRR, Hits@k), relation prediction, and retrieval / relation-swap where images
+    exist; or a downstream task on files users already have (--task aro | retrieval | zeroshot --data ...)."""
+    if task == "link":
+        from kclip.models.evaluate import evaluate_and_record
 
-    metrics = evaluate_and_record(get_settings(), run, kg, split, device, max_triplets, progress=not as_json)
-    _print_metrics(f"{run} on {kg or 'its KG'}/{split}", metrics, as_json)
+        metrics = evaluate_and_record(get_settings(), run, kg, split, device, max_triplets, progress=not as_json)
+        _print_metrics(f"{run} on {kg or 'its KG'}/{split}", metrics, as_json)
+        return
+    if task not in DOWNSTREAM_TASKS:
+        raise typer.BadParameter(f"one of link, {', '.join(DOWNSTREAM_TASKS)}", param_hint="--task")
+    if data is None:
+        raise typer.BadParameter(f"--task {task} needs --data (see --help)", param_hint="--data")
+    from kclip.models.downstream import evaluate_downstream_and_record
+
+    metrics = evaluate_downstream_and_record(get_settings(), run, task, data, images=images, templates=templates,
+                                             split=split, device=device, progress=not as_json)
+    _print_metrics(f"{run} on {task} {data}", metrics, as_json)
+
+
+DOWNSTREAM_TASKS = ("aro", "retrieval", "zeroshot")
 
 
 @app.command("embed")
@@ -421,8 +578,8 @@ def compare_command(
     cfg = load_train_config(config, _parse_options(set_, dotted=True))
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
-    results = compare(get_settings(), kg, cfg, prefix or new_run_name(f"{kg}-cmp"), chosen, split, device,
-                      max_triplets, progress=not as_json)
+    name = prefix or new_run_name(f"{kg}-cmp")
+    results = compare(get_settings(), kg, cfg, name, chosen, split, device, max_triplets, progress=not as_json)
     if as_json:
         print(json.dumps({r.variant: {"run": r.run, **r.metrics, **({"note": r.note} if r.note else {})} for r in results}))
         return
@@ -434,6 +591,7 @@ def compare_command(
         cells = [f"{r.metrics[m]:.3f}" if m in r.metrics else "-" for m in HEADLINE]
         table.add_row(r.variant + (f" ({r.note})" if r.note else ""), *cells)
     out.print(table)
+    out.print(f"recorded in the run registry as comparison {name} (the explorer's Runs page shows it)")
 
 
 @app.command("ui")
@@ -441,20 +599,21 @@ def ui_command(
     address: str = typer.Option("127.0.0.1", "--address", help="interface to listen on (127.0.0.1: this machine only)"),
     port: int = typer.Option(8501, "--port"),
     detach: bool = typer.Option(False, "--detach", help="run in the background (stop with --stop)"),
-    stop: bool = typer.Option(False, "--stop", help="stop the explorer started with --detach or by the demo"),
+    stop: bool = typer.Option(False, "--stop", help="stop every explorer started from this KCLIP_HOME (detached, by the demo, or in a terminal)"),
 ) -> None:
     """Serve the Streamlit explorer (KGs, entities, predictions, multimodal neighbours)."""
-    from kclip.ui.launch import serve_ui, start_detached, stop_detached
+    from kclip.ui.launch import serve_ui, start_detached, stop_all
 
     settings = get_settings()
     if stop:
-        out.print("explorer stopped" if stop_detached(settings.home) else "no detached explorer was running")
+        stopped = stop_all(settings.home)
+        out.print(f"stopped {stopped} explorer(s)" if stopped else "no explorer was running")
     elif detach:
         pid = start_detached(settings.home, address, port)
         out.print(f"explorer at http://{address}:{port} (pid {pid}); stop it with `kclip ui --stop`")
     else:
-        out.print(f"explorer at http://{address}:{port} (Ctrl-C stops it)")
-        raise typer.Exit(serve_ui(address, port))
+        out.print(f"explorer at http://{address}:{port} (Ctrl-C or `kclip ui --stop` stops it)")
+        serve_ui(settings.home, address, port)
 
 
 @app.command("demo")

@@ -9,7 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from kclip.models.gnn import RelationalGNN
-from kclip.models.losses import batch_known, e2e_loss, e2r_loss, g2e_loss, itc_loss, kd_loss, ranking_loss
+from kclip.models.losses import (batch_known, e2e_loss, e2r_loss, g2e_loss, itc_loss, kd_loss, ranking_loss,
+                                 structure_kd_loss)
 
 torch.manual_seed(0)
 
@@ -117,6 +118,18 @@ def test_kd_is_zero_for_student_equal_to_teacher_and_positive_after_perturbing()
     assert moved > 1e-3
     moved.backward()
     assert student_image.grad.abs().sum() > 0
+
+
+def test_structure_kd_is_zero_for_equal_embeddings_and_ignores_self_similarity():
+    entities = torch.randn(5, 16)
+    assert structure_kd_loss(entities, 10.0, entities.clone(), 10.0)["kd"].abs() < 1e-6
+    # A rescaled copy has the same cosines: nothing to distil.
+    assert structure_kd_loss(3 * entities, 10.0, entities, 10.0)["kd"].abs() < 1e-6
+    moved = (entities + 0.5 * torch.randn(5, 16)).requires_grad_()
+    loss = structure_kd_loss(moved, 10.0, entities, 10.0)["kd"]
+    assert loss > 1e-3
+    loss.backward()
+    assert moved.grad.abs().sum() > 0
 
 
 def test_itc_matches_a_hand_computation_on_2x2():

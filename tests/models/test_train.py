@@ -24,7 +24,7 @@ def tiny(**overrides):
 
 
 def test_bundled_configs_validate_and_errors_name_the_field(tmp_path):
-    for name in ("tiny", "small", "vit-b-32", "vit-b-16"):
+    for name in ("tiny", "small", "vit-b-32-openai", "vit-b-16-openai", "vit-b-32-laion", "vit-b-16-laion"):
         assert load_train_config(name).max_steps > 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  batch_size: -3\n")

@@ -81,7 +81,7 @@ def test_commands_that_run_without_neo4j_import_no_torch(tmp_path):
     status = _kclip(["neo4j", "status"], env)
     assert status.returncode == 3 and "not running" in status.stdout
     ui = _kclip(["ui", "--stop"], env)
-    assert ui.returncode == 0 and "no detached explorer" in ui.stdout
+    assert ui.returncode == 0 and "no explorer was running" in ui.stdout
     synth = _kclip(["synth", "scene-graphs", str(tmp_path / "scenes"), "--images", "2"], env)
     assert synth.returncode == 0, synth.stderr[-2000:]
     for done in (status, ui, synth):
@@ -107,3 +107,13 @@ def test_light_modules_import_no_torch():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _heavy_imports(done.stderr) == []
+
+
+def test_search_against_neo4j_imports_no_torch(cli_env, graph_store, kg_name):
+    graph_store.ensure_kg(kg_name)
+    graph_store.write_entities(kg_name, [{"id": "a", "props": {"modality": "text", "text": "apple pie"}},
+                                         {"id": "b", "props": {"modality": "text", "text": "banana split"}}])
+    search = _kclip(["search", "app", "--kg", kg_name, "--json"], cli_env)
+    assert search.returncode == 0, search.stderr[-2000:]
+    assert [hit["id"] for hit in json.loads(search.stdout)] == ["a"]
+    assert _heavy_imports(search.stderr) == []

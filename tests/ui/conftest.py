@@ -26,6 +26,7 @@ from kclip.ui.launch import run_ui, wait_until_healthy
 
 UI_KG = "ui-shapes"  # 12 images, never embedded: the KG the page tests explore
 EMBEDDED_KG = "ui-embedded"  # 3 images with random embeddings and a vector index; never trained on
+COLLAPSED_KG = "ui-collapsed"  # 3 images, every entity with the same embedding
 
 
 def _load_synthetic(store: GraphStore, settings: Settings, out: Path, kg: str, images: int) -> SynthSummary:
@@ -122,3 +123,55 @@ def trained_run(ui_kg, neo4j_settings) -> str:
 
     config = load_train_config("tiny", {"max_steps": 3, "data.num_workers": 0, "data.batch_size": 8})
     return train(neo4j_settings, kg=ui_kg[0], config=config, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_embedded_kg(ui_kg, trained_run, graph_store: GraphStore, neo4j_settings: Settings) -> Iterator[str]:
+    """ui-shapes embedded by ``trained_run`` through `kclip embed`'s own function, for one test module.
+
+    Afterwards ui-shapes is again never embedded (no vectors, index or recorded run), as other
+    modules' tests (the Neighbours hint without an index) expect.
+    """
+    from kclip.models.embed import write_embeddings
+    from kclip.models.inference import load_run
+    from kclip.platform import cypher
+
+    kg = ui_kg[0]
+    write_embeddings(load_run(neo4j_settings, trained_run), graph_store, kg, progress=False)
+    yield kg
+    graph_store.clear_embedding_origin(kg)
+    graph_store.run(cypher.with_names(cypher.DROP_INDEX, index=cypher.embedding_index(kg)))
+    graph_store.run(cypher.with_names("MATCH (e:<label>) REMOVE e.embedding, e:<label>",
+                                      label=cypher.embedding_label(kg)))
+
+
+RUNS_KG = "ui-runs"  # the UI KG's scenes again, for the Runs page's own runs: ui-shapes keeps trained_run alone
+# Where second_run's config differs from trained_run's: these four keys, nothing else.
+SECOND_RUN_OVERRIDES = {"max_steps": 4, "log_every": 1, "optim.lr": 5e-4, "data.batch_size": 4}
+
+
+@pytest.fixture(scope="session")
+def runs_kg(graph_store: GraphStore, neo4j_settings: Settings, tmp_path_factory) -> str:
+    _load_synthetic(graph_store, neo4j_settings, tmp_path_factory.mktemp("ui-runs"), RUNS_KG, 12)
+    return RUNS_KG
+
+
+@pytest.fixture(scope="session")
+def second_run(runs_kg, trained_run, neo4j_settings) -> str:
+    """Another real tiny run, on ``runs_kg``, for the Runs page: 4 steps, metrics logged at each."""
+    from kclip.models.train import train
+    from kclip.models.train_config import load_train_config
+
+    config = load_train_config("tiny", {"data.num_workers": 0, **SECOND_RUN_OVERRIDES})
+    return train(neo4j_settings, kg=runs_kg, config=config, run_name="ui-second-run", device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def collapsed_kg(graph_store: GraphStore, neo4j_settings: Settings, tmp_path_factory) -> str:
+    """A KG of 3 images whose entities all have one and the same embedding (a collapsed space)."""
+    _load_synthetic(graph_store, neo4j_settings, tmp_path_factory.mktemp("ui-collapsed"), COLLAPSED_KG, 3)
+    lo, hi, _ = graph_store.entity_idx_range(COLLAPSED_KG)
+    idxs = [r.idx for r in graph_store.entities_page(COLLAPSED_KG, lo, hi + 1)]
+    graph_store.write_embeddings(COLLAPSED_KG, idxs, np.ones((len(idxs), 8), dtype=np.float32))
+    graph_store.ensure_vector_index(COLLAPSED_KG, 8)
+    return COLLAPSED_KG

@@ -11,7 +11,7 @@ import kclip.ui
 from kclip.ui.widgets import md
 
 APP = Path(kclip.ui.__file__).parent / "app.py"
-PAGES = ["knowledge_graphs", "explore", "predict", "neighbours"]
+PAGES = ["knowledge_graphs", "explore", "predict", "neighbours", "runs"]
 
 
 def open_page(page: str, **query: str) -> AppTest:
@@ -114,6 +114,12 @@ def test_predict_without_runs(ui_env, embedded_kg) -> None:
     assert "No runs for this KG" in "\n".join(i.value for i in at.info)
 
 
+def test_unknown_kg_in_the_url_is_said(ui_env, ui_kg) -> None:
+    at = open_page("knowledge_graphs", kg="no-such-kg")
+    assert "no KG named `no-such-kg`" in at.warning[0].value
+    assert at.query_params["kg"] != "no-such-kg"
+
+
 def test_neo4j_down_is_an_error_message_not_a_traceback(ui_env, monkeypatch) -> None:
     monkeypatch.setenv("KCLIP_NEO4J_URI", "bolt://127.0.0.1:9")  # nothing listens on the discard port
     at = open_page("knowledge_graphs")
@@ -125,6 +131,8 @@ def test_predict_with_a_trained_run(ui_env, ui_kg, trained_run) -> None:
     assert at.selectbox(key="predict_run").value.name == trained_run
     # (head, relation, ?): a head found by search, the first relation, ten ranked tails.
     at.text_input(key="predict_head_q").input("circle").run()
+    at.selectbox(key="predict_rel").select_index(0).run()
+    at.button(key="predict_go").click().run()  # nothing is predicted before the button
     tails = at.dataframe[0].value
     assert len(tails) == 10 and list(tails["rank"]) == list(range(1, 11))
     assert list(tails["score"]) == sorted(tails["score"], reverse=True)
@@ -136,6 +144,7 @@ def test_predict_with_a_trained_run(ui_env, ui_kg, trained_run) -> None:
     at.text_input(key="predict_tail_q").input("circle").run()
     tail = at.selectbox(key="predict_tail_pick")
     tail.select_index(tail.options.index("📝 circle  ·  name:circle")).run()
+    at.button(key="predict_go").click().run()
     assert not at.exception, [e.message for e in at.exception]
     table = at.dataframe[0].value.set_index("relation")
     assert table.loc["is a", "known"] == "✓ in KG"
@@ -151,3 +160,64 @@ def test_entity_labels_show_user_text_literally() -> None:
     assert label == r":material/notes: \*bold\* \[link\]\(x\) \:small\[y\] · `attribute:small`"
     assert entity_label(row, markdown=False) == "📝 *bold* [link](x) :small[y]  ·  attribute:small"
     assert entity_label(EntityRow(1, "image:1", "image", None, "k.png")) == ":material/image: `image:1`"
+
+
+# -- Explore's search panel and the entity pickers (issue 9): every match, paged, as you type -------
+
+def search_hits(at: AppTest) -> list[str]:
+    """The ids on the search panel's current page, in order (each hit's label ends with its id)."""
+    import re
+
+    return [re.findall(r"`([^`]+)`", b.label)[-1] for b in at.button if b.key and b.key.startswith("hit-")]
+
+
+def test_explore_search_pages_through_every_match(ui_env, ui_kg, graph_store) -> None:
+    kg = ui_kg[0]
+    objects = {r["id"] for r in graph_store.run(  # "object" is a word of every object's id (object:N)
+        "MATCH (e:Entity {kg: $kg}) WHERE e.id STARTS WITH 'object:' OR e.text =~ '(?is).*\\\\bobject.*' "
+        "RETURN e.id AS id", kg=kg)}
+    assert len(objects) > 25
+    at = open_page("explore", kg=kg)
+    at.text_input(key="explore_q").input("object").run()
+    first = search_hits(at)
+    assert len(first) == 25
+    assert f"1–25 of **{len(objects)}** matches for “object”" in texts(at)
+    assert at.button(key="explore_search_prev").disabled and not at.button(key="explore_search_next").disabled
+    at.button(key="explore_search_next").click().run()
+    second = search_hits(at)
+    assert f"26–{len(objects)} of **{len(objects)}** matches" in texts(at)
+    assert len(first) + len(second) == len(set(first + second)) and set(first + second) == objects
+    assert at.button(key="explore_search_next").disabled
+    at.button(key="explore_search_prev").click().run()
+    assert search_hits(at) == first
+    at.button(key="explore_search_next").click().run()
+    at.text_input(key="explore_q").input("object circle").run()  # a new search starts at its first page
+    assert search_hits(at) and "1–" in texts(at)
+
+
+def test_explore_search_matches_the_start_of_a_word_and_ids(ui_env, ui_kg) -> None:
+    at = open_page("explore", kg=ui_kg[0])
+    at.text_input(key="explore_q").input("circ").run()
+    assert "name:circle" in search_hits(at)
+    at.text_input(key="explore_q").input("image:1").run()  # image entities have no text: found by id
+    assert search_hits(at)[0] == "image:1"
+    at.text_input(key="explore_q").input("image").run()
+    hits = search_hits(at)
+    assert hits and all(h.startswith("image:") for h in hits)
+    assert len(at.get("image")) == len(hits), "each image entity's row shows its image"
+    next(b for b in at.button if b.key == "hit-0").click().run()
+    assert at.query_params["entity"] == hits[0]
+
+
+def test_explore_search_of_2000_words_is_cut_with_a_note(ui_env, ui_kg) -> None:
+    at = open_page("explore", kg=ui_kg[0])
+    at.text_input(key="explore_q").input(" ".join(["circle"] * 2000)).run()
+    assert not at.exception and not at.error
+    assert "searched the first 64 of 2,000 words" in texts(at)
+    assert "name:circle" in search_hits(at)
+
+
+def test_entity_pickers_match_the_start_of_a_word(ui_env, ui_kg) -> None:
+    at = open_page("neighbours", kg=ui_kg[0])
+    at.text_input(key="neighbours_q").input("circ").run()
+    assert "📝 circle  ·  name:circle" in at.selectbox(key="neighbours_pick").options
