@@ -5,8 +5,6 @@ through `kclip eval --task aro`."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_init_from import kclip_json
+from kg_fixtures import kclip_json
 
 from kclip.kg_loaders.synth_compositional import ATTRIBUTION_FILE, RELATION_FILE, generate_compositional
 from kclip.kg_loaders.visual_genome import VisualGenomeLoader
@@ -230,16 +228,21 @@ def test_a_model_without_the_e2e_head_has_no_fusion_score(comp_run, tmp_path: Pa
     assert metrics["relation_items"] == 8
 
 
-def test_kclip_eval_task_aro(neo4j_settings, comp_run) -> None:
+def test_kclip_eval_task_aro(neo4j_settings, comp_run, monkeypatch, capsys) -> None:
     name, out = comp_run
     metrics = kclip_json(neo4j_settings, "eval", "--run", name, "--task", "aro", "--data", str(out))
     assert metrics == pytest.approx(evaluate_aro(load_run(neo4j_settings, name), out, progress=False))
     (out.parent / "broken.json").write_text("[{", encoding="utf-8")
-    env = {**os.environ, "KCLIP_HOME": str(neo4j_settings.home), "KCLIP_RUNS_DIR": str(neo4j_settings.runs_root),
-           "KCLIP_REGISTRY_URL": neo4j_settings.registry}
-    done = subprocess.run([sys.executable, "-m", "kclip", "eval", "--run", name, "--task", "aro", "--data",
-                           str(out.parent / "broken.json")], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [f"error: {out.parent / 'broken.json'}:1: not valid JSON "
-                                                "(Expecting property name enclosed in double quotes); expected "
-                                                "ARO's array of test cases"]
+    # The CLI's error path, in-process (another `kclip` process costs half a minute of imports).
+    from kclip import cli
+    from kclip.platform import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "get_settings", lambda: neo4j_settings)
+    monkeypatch.setattr(sys, "argv", ["kclip", "eval", "--run", name, "--task", "aro", "--data",
+                                      str(out.parent / "broken.json")])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {out.parent / 'broken.json'}:1: not valid JSON (Expecting property name enclosed in double quotes); "
+        "expected ARO's array of test cases"]

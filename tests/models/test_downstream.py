@@ -5,8 +5,6 @@ whose realistic ranks are known, and `kclip eval` end to end on a trained tiny r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from math import comb
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from kg_fixtures import run_kclip
 from torch.nn import functional as F
 
 from kclip.models.downstream import (
@@ -312,19 +311,10 @@ def test_hostile_image_folder_input(run, image_folder, tmp_path) -> None:
 
 # -- the CLI --
 
-def kclip(settings, *args: str) -> subprocess.CompletedProcess:
-    from kclip.platform.neo4j_client import _password
-
-    env = {**os.environ, "KCLIP_HOME": str(settings.home), "KCLIP_NEO4J_URI": settings.bolt_uri,
-           "KCLIP_NEO4J_PASSWORD": _password(settings), "KCLIP_REGISTRY_URL": settings.registry,
-           "KCLIP_RUNS_DIR": str(settings.runs_root)}
-    return subprocess.run([sys.executable, "-m", "kclip", *args], env=env, capture_output=True, text=True, timeout=180)
-
-
 def test_kclip_eval_retrieval_end_to_end(neo4j_settings, ring_kg, coco, monkeypatch, capsys) -> None:
     config = load_train_config("tiny", {"data.num_workers": 0, "data.batch_size": 8, "log_every": 1, "max_steps": 2})
     run_name = train(neo4j_settings, ring_kg, config, progress=False)
-    done = kclip(neo4j_settings, "eval", "--run", run_name, "--task", "retrieval", "--data", str(coco), "--json")
+    done = run_kclip(neo4j_settings, "eval", "--run", run_name, "--task", "retrieval", "--data", str(coco), "--json")
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     assert (metrics["images"], metrics["captions"]) == (4, 21)

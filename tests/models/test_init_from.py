@@ -3,33 +3,18 @@ start frozen, and the lineage is recorded in the registry and shown by `kclip ru
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from kg_fixtures import kclip_json
 
 from kclip.models.clip_factory import create_clip
 from kclip.models.inference import load_run
 from kclip.models.train import train
 from kclip.models.train_config import load_train_config
 from kclip.platform.errors import ConfigError
-from kclip.platform.neo4j_client import _password
 from kclip.platform.registry import Registry
 
 FAST = {"data.num_workers": 0, "data.batch_size": 8, "log_every": 1, "max_steps": 2}
-
-
-def kclip_json(settings, *args: str):
-    env = {**os.environ, "KCLIP_HOME": str(settings.home), "KCLIP_NEO4J_URI": settings.bolt_uri,
-           "KCLIP_NEO4J_PASSWORD": _password(settings), "KCLIP_REGISTRY_URL": settings.registry,
-           "KCLIP_RUNS_DIR": str(settings.runs_root)}
-    done = subprocess.run([sys.executable, "-m", "kclip", *args, "--json"], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

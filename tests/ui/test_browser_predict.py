@@ -32,8 +32,13 @@ def choose_in_selectbox(browser: WebDriver, label: str, option: str) -> None:
     wait_for(browser, exact('[role="option"]', option), f"the option {option}").click()
 
 
-def test_predict_a_tail_with_the_button(app_url: str, browser: WebDriver, run_embedded_kg, trained_run) -> None:
-    kg = run_embedded_kg
+def test_predict_then_cross_modal_neighbours(app_url: str, browser: WebDriver, run_embedded_kg, trained_run) -> None:
+    # One app for both flows: its process imports torch once, on the first prediction.
+    predict_a_tail_with_the_button(app_url, browser, run_embedded_kg)
+    cross_modal_neighbours_from_free_text(app_url, browser, run_embedded_kg)
+
+
+def predict_a_tail_with_the_button(app_url: str, browser: WebDriver, kg: str) -> None:
     browser.get(f"{app_url}/explore?kg={kg}&entity=object:1")
     wait_for(browser, element_with_text("h4", "Triplets ("), "object:1 on Explore")
     wait_for(browser, element_with_text("a", "Predict links"), "the Predict links link").click()
@@ -55,9 +60,8 @@ def test_predict_a_tail_with_the_button(app_url: str, browser: WebDriver, run_em
     screenshot(browser, "predict-tails")
 
 
-def test_cross_modal_neighbours_from_free_text(app_url: str, browser: WebDriver, run_embedded_kg,
-                                               trained_run) -> None:
-    browser.get(f"{app_url}/neighbours?kg={run_embedded_kg}")
+def cross_modal_neighbours_from_free_text(app_url: str, browser: WebDriver, kg: str) -> None:
+    browser.get(f"{app_url}/neighbours?kg={kg}")
     wait_for(browser, element_with_text("h1", "Neighbours"), "the Neighbours page")
     wait_for(browser, exact('[data-testid="stRadio"] label', "free text"), "the free-text mode").click()
     wait_for(browser, exact('[data-testid="stRadio"] label', "images"), "the images filter").click()

@@ -170,7 +170,7 @@ def test_compare_results_are_recorded_and_shown(ui_env, registry, runs_kg, compa
     assert "same as knowledge-clip" in table.loc["no-kd", "note"]
     bars = charts(at)[""]
     assert sorted(zip(bars["metric"], bars["value"])) == \
-        sorted((m, trained.metrics[m]) for m in runs_page.HEADLINE if m in trained.metrics)
+        sorted((m, trained.metrics[m]) for m in COMPARISON_HEADLINE if m in trained.metrics)
 
 
 def test_home_page_shows_runs_and_embeddings_per_kg(ui_env, registry, graph_store, embedded_kg, runs_kg,
