@@ -48,8 +48,8 @@ from typing import Any, Iterable
 
 from kclip.kg_loaders.base import hashed_split
 # The layout, rendering and VG writers of the simpler scene set, reused as they are.
-from kclip.kg_loaders.synth_scene_graphs import (BACKGROUNDS, COLOURS, GRID, KINDS, SynthImage, SynthObject,
-                                                 SynthRelationship, _captions_json, _Ids, _place, _regions_json,
+from kclip.kg_loaders.synth_scene_graphs import (SynthImage, SynthObject,
+                                                 SynthRelationship, _captions_json, _Ids, _place_objects, _regions_json,
                                                  _render, _scene_graph_json, _union, _write_array)
 from kclip.kg_loaders.visual_genome import VisualGenomeOptions
 
@@ -103,15 +103,7 @@ def _file_name(scene: SynthImage) -> str:
 # -- scenes ------------------------------------------------------------------------------------
 
 def _make_scene(image_id: int, rng: random.Random, ids: _Ids, image_size: int) -> SynthImage:
-    count = rng.randint(*OBJECTS_PER_IMAGE)
-    # Reading order (row, then column) keeps ids and the whole-image caption in a natural order.
-    cells = sorted(rng.sample([(c, r) for r in range(GRID) for c in range(GRID)], count), key=lambda c: (c[1], c[0]))
-    kinds, colours = rng.sample(KINDS, count), rng.sample(sorted(COLOURS), count)  # each phrase names one object
-    scene = SynthImage(image_id=image_id, background=rng.choice(BACKGROUNDS))
-    for cell, kind, colour in zip(cells, kinds, colours):
-        size = rng.choice(("small", "large"))
-        scene.objects.append(SynthObject(ids.next("object"), kind, colour, size, cell,
-                                         _place(cell, size, image_size, rng)))
+    scene = _place_objects(image_id, rng, ids, image_size, objects=OBJECTS_PER_IMAGE)
     scene.relationships = _spatial_relationships(scene.objects, rng, ids)
     return scene
 

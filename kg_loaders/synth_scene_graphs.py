@@ -139,7 +139,15 @@ def generate_scene_graphs(out: Path, images: int, seed: int, image_size: int = 1
 # -- layout ------------------------------------------------------------------------------------
 
 def _make_image(image_id: int, rng: random.Random, ids: _Ids, image_size: int) -> SynthImage:
-    count = rng.randint(2, 4)
+    scene = _place_objects(image_id, rng, ids, image_size, objects=(2, 4))
+    scene.relationships = _relationships(scene.objects, rng, ids)
+    return scene
+
+
+def _place_objects(image_id: int, rng: random.Random, ids: _Ids, image_size: int,
+                   objects: tuple[int, int]) -> SynthImage:
+    """A scene of ``objects`` (min, max) shapes in distinct grid cells, kinds and colours; no relationships yet."""
+    count = rng.randint(*objects)
     # Reading order (row, then column) keeps ids and the whole-image caption in a natural order.
     cells = sorted(rng.sample([(c, r) for r in range(GRID) for c in range(GRID)], count), key=lambda c: (c[1], c[0]))
     kinds = rng.sample(KINDS, count)  # distinct kinds and colours: each phrase names one object
@@ -149,7 +157,6 @@ def _make_image(image_id: int, rng: random.Random, ids: _Ids, image_size: int) -
         size = rng.choice(("small", "large"))
         scene.objects.append(SynthObject(ids.next("object"), kind, colour, size, cell,
                                          _place(cell, size, image_size, rng)))
-    scene.relationships = _relationships(scene.objects, rng, ids)
     return scene
 
 
