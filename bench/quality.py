@@ -8,6 +8,11 @@ wn18rr: train from random init within a time budget (steps calibrated on this ma
         published TransE / RotatE numbers.
 scenes: synthetic scene graphs; plain CLIP fine-tuning (image-text contrastive only) vs
         Knowledge-CLIP, same data, steps and seed: relation-swap accuracy and retrieval R@k.
+entity-table: link prediction with the learned per-entity table ("auto") and without it ("off"),
+        same steps and seeds, on each KG given as NAME=DIR (a tsv KG folder), for example UMLS and
+        Kinships (id-only entities: "person100") from PyKEEN's wheel, and WN18RR:
+    .venv/bin/python bench/quality.py entity-table --steps 600 --seeds 0,1 \
+        --tsv umls=/tmp/kgs/umls --tsv kinships=/tmp/kgs/kinships --tsv wn18rr=../shared/datasets/wn18rr
 """
 
 from __future__ import annotations
@@ -87,9 +92,48 @@ def scenes(args, settings) -> None:
         f"{m} {kc[m] / clip[m]:.2f}x" for m in metrics if m in kc and m in clip and clip[m] > 0))
 
 
+def entity_table(args, settings) -> None:
+    stamp = time.strftime("%m%d-%H%M%S")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lines = []
+    for item in args.tsv:
+        kg, _, folder = item.partition("=")
+        with open_graph_store(settings) as store:
+            ensure_kg(store, settings, kg, "tsv", Path(folder))
+            entities = store.entity_idx_range(kg)[2]
+        by_mode = {}
+        for mode in ("off", "auto"):
+            by_mode[mode] = [run_and_eval(settings, kg, load_train_config(args.config, {
+                "max_steps": args.steps, "seed": seed, "model.entity_embedding": mode, **parse_overrides(args.set)}),
+                f"q-{stamp}-{kg}-{mode}-s{seed}", args.device, args.max_triplets) for seed in seeds]
+        chance = sum(1 / k for k in range(1, entities + 1)) / entities  # MRR of a random ranking
+        for mode, runs in by_mode.items():
+            lines.append(f"{kg:10}{entities:>9,}{'on' if mode == 'auto' else 'off':>7}"
+                         f"{_mean_spread([m['mrr'] for m in runs]):>17}{_mean_spread([m['hits@10'] for m in runs]):>17}"
+                         f"{chance:>9.4f}")
+        gain = _mean([m["mrr"] for m in by_mode["auto"]]) / max(_mean([m["mrr"] for m in by_mode["off"]]), 1e-9)
+        lines.append(f"{'':10}table on / off: MRR {gain:.2f}x")
+    print(f"\nlink prediction (test, filtered, realistic ties), config {args.config}, {args.steps} steps, "
+          f"seeds {args.seeds}, {args.device}; mean ± sample std over seeds")
+    print(f"{'KG':10}{'entities':>9}{'table':>7}{'MRR':>17}{'Hits@10':>17}{'chance':>9}")
+    print("\n".join(lines))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _mean_spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    mean = _mean(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.4f} ± {std:.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["wn18rr", "scenes"])
+    parser.add_argument("part", choices=["wn18rr", "scenes", "entity-table"])
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -97,10 +141,13 @@ def main() -> None:
     parser.add_argument("--kg", default="wn18rr")
     parser.add_argument("--wn18rr", default=str(DEFAULT_WN18RR))
     parser.add_argument("--max-triplets", type=int, default=None, help="wn18rr: evaluate a subset")
-    parser.add_argument("--steps", type=int, default=400, help="scenes: steps per variant")
+    parser.add_argument("--steps", type=int, default=400, help="scenes, entity-table: steps per run")
     parser.add_argument("--images", type=int, default=600, help="scenes: synthetic images")
+    parser.add_argument("--tsv", action="append", default=[], help="entity-table: NAME=DIR of a tsv KG")
+    parser.add_argument("--seeds", default="0,1", help="entity-table: comma-separated seeds")
     args = parser.parse_args()
-    (wn18rr if args.part == "wn18rr" else scenes)(args, get_settings())
+    parts = {"wn18rr": wn18rr, "scenes": scenes, "entity-table": entity_table}
+    parts[args.part](args, get_settings())
 
 
 if __name__ == "__main__":

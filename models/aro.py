@@ -245,7 +245,7 @@ def _image_caption_batch(run: LoadedRun, crops: Sequence[Image.Image], captions:
     crop_rows = torch.arange(texts, texts + n)
     return TripletBatch(
         heads=crop_rows.repeat(texts // n), rels=torch.zeros(texts, dtype=torch.long), tails=torch.arange(texts),
-        entity_idx=torch.arange(texts + n),
+        entity_idx=torch.full((texts + n,), -1),  # not KG entities: no learned vectors
         text_tokens=run.featurizer.tokens(list(captions)), text_rows=torch.arange(texts),
         images=torch.stack([run.featurizer.preprocess(c) for c in crops]), image_rows=crop_rows,
         relation_idx=torch.zeros(1, dtype=torch.long), relation_tokens=run.featurizer.tokens([readable_relation(IMAGE_OF)]),

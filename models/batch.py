@@ -38,6 +38,11 @@ class SubgraphBatch:
     def num_nodes(self) -> int:
         return int(self.graph.num_nodes())
 
+    @property
+    def batch_entities(self) -> int:
+        """How many of the first nodes are the batch's own entities (the rest are neighbours)."""
+        return int((self.graph.ndata["batch_row"] >= 0).sum())
+
     def edge_index(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(src, dst, rel), each (M,) long, on ``device``."""
         src, dst = self.graph.edges()

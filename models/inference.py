@@ -16,6 +16,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from kclip.models.batch import TripletBatch
+from kclip.models.encoders import encode_text_tokens
 from kclip.models.features import Featurizer, featurizer_for
 from kclip.models.knowledge_clip import KnowledgeCLIP
 from kclip.models.train import latest_checkpoint, load_checkpoint
@@ -72,17 +73,21 @@ class EntityEmbeddings:
 def embed_rows(run: LoadedRun, rows: Sequence[EntityRow]) -> torch.Tensor:
     """(len(rows), D) unit-norm embeddings, in the order of ``rows``, on the CPU."""
     tokens, text_pos, images, image_pos = run.featurizer.entity_tensors(rows)
-    return _pooled(run, len(rows), tokens, text_pos, images, image_pos).cpu()
+    idx = torch.as_tensor([r.idx for r in rows], dtype=torch.long)
+    return _pooled(run, idx, tokens, text_pos, images, image_pos).cpu()
 
 
-def _pooled(run: LoadedRun, n: int, tokens: torch.Tensor, text_pos, images: torch.Tensor, image_pos) -> torch.Tensor:
-    """(n, D) unit-norm pooled embeddings of entities whose content sits at text_pos / image_pos."""
-    out = torch.zeros(n, run.model.embed_dim, device=run.device)
+def _pooled(run: LoadedRun, entity_idx: torch.Tensor, tokens: torch.Tensor, text_pos, images: torch.Tensor,
+            image_pos) -> torch.Tensor:
+    """(n, D) unit-norm embeddings of KG entities (content plus learned vector, as E2E trained
+    them) whose content sits at text_pos / image_pos."""
+    model = run.model
+    out = torch.zeros(entity_idx.shape[0], model.embed_dim, device=run.device)
     if len(text_pos):
-        out[text_pos] = run.model.entity_embeddings(text_tokens=tokens.to(run.device)).float()
+        out[text_pos] = encode_text_tokens(model.clip, tokens.to(run.device)).pooled.float()
     if len(image_pos):
-        out[image_pos] = run.model.entity_embeddings(images=images.to(run.device)).float()
-    return out
+        out[image_pos] = model.clip.encode_image(images.to(run.device)).float()
+    return F.normalize(model.with_learned(out, entity_idx.to(run.device)), dim=-1)
 
 
 def embed_kg(run: LoadedRun, store: GraphStore, kg: str, batch_size: int = 256, progress: bool = True) -> EntityEmbeddings:
@@ -139,7 +144,7 @@ def score_batch(run: LoadedRun, batch: TripletBatch) -> tuple[torch.Tensor, torc
     if asked.relation_logits is not None:  # the E2R head's logits are its learnt scale x cosine
         asked.relation_logits = asked.relation_logits / run.model.scales["e2r"]()
     if asked.tails is None or asked.relation_logits is None:
-        entity = _pooled(run, batch.num_entities, batch.text_tokens, batch.text_rows, batch.images, batch.image_rows)
+        entity = _pooled(run, batch.entity_idx, batch.text_tokens, batch.text_rows, batch.images, batch.image_rows)
         relation = run.model.entity_embeddings(text_tokens=batch.relation_tokens).float()
         if asked.tails is None:
             asked.tails = F.normalize(entity[batch.heads] + relation[batch.rels], dim=-1)

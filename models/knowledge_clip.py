@@ -23,6 +23,7 @@ import copy
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -38,6 +39,7 @@ from kclip.models.losses import e2e_loss, e2r_loss, g2e_loss, itc_loss, kd_loss,
 from kclip.platform.errors import ConfigError, KclipError
 
 TERMS = ("e2e", "e2r", "g2e", "kd", "itc")
+ENTITY_INIT_NORM = 0.1  # expected norm of a learned entity vector at the start (docs/METHOD.md, 3.2)
 
 
 class LossWeights(BaseModel):
@@ -80,6 +82,13 @@ class ModelConfig(BaseModel):
     gnn_layers: int = Field(2, gt=0)
     temperature: float = Field(0.07, gt=0)  # initial temperature of E2E, E2R and G2E (CLIP's init)
     learn_temperature: bool = True
+    # A learned vector per KG entity, added to its content encoding (docs/METHOD.md, section 7):
+    # entities whose text says nothing (ids) become learnable, and content still serves entities
+    # added after training. "auto": on when the table (entity_rows x embedding dim) holds at most
+    # entity_budget numbers; entity_rows is set by `kclip train` from the KG.
+    entity_embedding: Literal["auto", "on", "off"] = "auto"
+    entity_rows: int | None = Field(None, ge=0)
+    entity_budget: int = Field(50_000_000, ge=0)
     # G2E: backpropagate through the neighbours' encodings too. Off by default: neighbours can
     # outnumber batch entities several times, and the batch entities already carry the gradient.
     neighbour_grad: bool = False
@@ -124,7 +133,8 @@ class Queries:
 
 @dataclass
 class EncodedEntities:
-    pooled: torch.Tensor  # (E, D) pooled CLIP embeddings, not normalised
+    pooled: torch.Tensor  # (E, D) pooled CLIP embeddings plus each entity's learned vector, not normalised
+    content: torch.Tensor  # (E, D) the towers' pooled embeddings alone: what CLIP itself computes (ITC, KD)
     tokens: EntityTokens | None  # (E, L, F) in fusion width, when a fusion exists
 
 
@@ -165,6 +175,17 @@ class KnowledgeCLIP(nn.Module):
             self.teacher = copy.deepcopy(self.clip).eval().requires_grad_(False)
         if "kd" not in on and "itc" not in on:
             self.clip.logit_scale.requires_grad_(False)  # nothing uses CLIP's own temperature
+        self.entity_table = self.entity_to_fusion = None
+        rows = entity_table_rows(config, self.embed_dim)
+        if rows:
+            # Built last, so the other modules draw the same random init with or without it. Rows
+            # start small (norm 0.1 beside unit content embeddings: a run from CLIP begins within
+            # cos 0.995 of CLIP's) but random: from zero, every row's gradient points the same few
+            # ways and learning stalls (an id-only ring KG: ~350 steps at chance, vs ~100).
+            self.entity_table = nn.Embedding(rows, self.embed_dim)
+            nn.init.normal_(self.entity_table.weight, std=ENTITY_INIT_NORM / self.embed_dim**0.5)
+            if self.fusion is not None:
+                self.entity_to_fusion = nn.Linear(self.embed_dim, self.fusion.width, bias=False)
 
     def train(self, mode: bool = True) -> KnowledgeCLIP:
         super().train(mode)
@@ -186,7 +207,9 @@ class KnowledgeCLIP(nn.Module):
         if self.gnn is not None:
             terms["g2e"] = self._g2e_term(batch, entities.pooled, relations, unreached)
         if "kd" in on or "itc" in on:
-            terms.update(self._pair_terms(batch, entities.pooled, unreached))
+            terms.update(self._pair_terms(batch, entities.content, unreached))
+        if self.entity_table is not None and self.fusion is None and self.gnn is None:
+            unreached.append(self.entity_table)  # ITC and KD see content only
         loss = sum(on[name] * term for name, term in terms.items()) + _zero_touch(unreached)
         return {**terms, "loss": loss}
 
@@ -206,13 +229,38 @@ class KnowledgeCLIP(nn.Module):
             unreached.append(self.fusion.text_proj)
         outputs = ((batch.text_rows, text), (batch.image_rows, image))
         parts = [(rows, out.pooled) for rows, out in outputs if out is not None]
-        pooled = parts[0][1].new_zeros(E, self.embed_dim)  # (E, D)
+        content = parts[0][1].new_zeros(E, self.embed_dim)  # (E, D)
         for rows, values in parts:
-            pooled = pooled.index_put((rows,), values.to(pooled.dtype))
+            content = content.index_put((rows,), values.to(content.dtype))
+        learned = self.learned_vectors(batch.entity_idx)  # (E, D) or None
+        pooled = content if learned is None else self.with_learned(content, batch.entity_idx, learned)
         tokens = None
         if self.fusion is not None:
             tokens = self.fusion.entity_tokens(text, image, batch.text_rows, batch.image_rows, E)
-        return EncodedEntities(pooled, tokens)
+            if learned is not None:
+                tokens = _with_learned_token(tokens, self.entity_to_fusion(learned))
+        return EncodedEntities(pooled, content, tokens)
+
+    def learned_vectors(self, entity_idx: torch.Tensor) -> torch.Tensor | None:
+        """(E, D) each entity's learned vector: zero for idx the table does not cover (entities added
+        after training, or not of this KG: idx -1); None without a table."""
+        if self.entity_table is None:
+            return None
+        rows = self.entity_table.num_embeddings
+        known = (entity_idx >= 0) & (entity_idx < rows)
+        vectors = self.entity_table(torch.where(known, entity_idx, 0))
+        return vectors * known[:, None].to(vectors.dtype)
+
+    def with_learned(self, pooled: torch.Tensor, entity_idx: torch.Tensor,
+                     learned: torch.Tensor | None = None) -> torch.Tensor:
+        """The embedding E2E and G2E use (E, D): the unit content embedding plus the entity's learned
+        vector; the content alone without a table. Added to the unit vector, not to the raw pooled
+        one: CLIP's pooled norms run to ~20, where a learned vector would need as much before it
+        could tell entities apart whose texts say nothing (every "personN" is the same to CLIP)."""
+        learned = self.learned_vectors(entity_idx) if learned is None else learned
+        if learned is None:
+            return pooled
+        return F.normalize(pooled.float(), dim=-1).to(pooled.dtype) + learned.to(pooled.dtype)
 
     def _encode_relations(self, batch: TripletBatch) -> torch.Tensor:
         """(R, D) pooled text embeddings of the candidate relations: x̄_r, and E2R's candidates."""
@@ -255,8 +303,11 @@ class KnowledgeCLIP(nn.Module):
         if sub is None:
             unreached += [self.gnn, self.unknown_relation, self.scales["g2e"], pooled, relations]
             return pooled.new_zeros((), dtype=torch.float32)
-        original = F.normalize(pooled.float(), dim=-1)  # (E, D)
-        x = self._node_features(sub, original)  # (N, D)
+        # The subgraph's first nodes are the batch's KG entities; entities of a pairs stream
+        # (data.pairs_kg) follow them in the batch and have no neighbourhood.
+        in_graph = sub.batch_entities
+        original = F.normalize(pooled[:in_graph].float(), dim=-1)  # (E, D)
+        x = self._node_features(sub, original, pooled.device)  # (N, D)
         src, dst, rel = sub.edge_index(pooled.device)
         rel_table = torch.cat([F.normalize(relations.float(), dim=-1), self.unknown_relation.float()[None]])  # (R+1, D)
         propagated = self.gnn(x, src, dst, rel_table, _relation_rows(batch.relation_idx, rel))  # (N, D)
@@ -271,17 +322,24 @@ class KnowledgeCLIP(nn.Module):
             return pooled.new_zeros((), dtype=torch.float32)
         return g2e_loss(propagated[:E][linked], original[linked], self.scales["g2e"]())["g2e"]
 
-    def _node_features(self, sub: SubgraphBatch, original: torch.Tensor) -> torch.Tensor:
+    def _node_features(self, sub: SubgraphBatch, original: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(N, D) unit-norm node features: the batch's entities first (batch order), then neighbours."""
         x = torch.cat([original, original.new_zeros(sub.num_nodes - original.shape[0], original.shape[1])])
+        node_idx = sub.graph.ndata["entity_idx"].to(device)
         with torch.set_grad_enabled(self.config.neighbour_grad and torch.is_grad_enabled()):
-            if sub.neighbour_text_tokens.shape[0]:
-                text = encode_text_tokens(self.clip, sub.neighbour_text_tokens).pooled
-                x = x.index_put((sub.neighbour_text_rows,), F.normalize(text.float(), dim=-1))
-            if sub.neighbour_images.shape[0]:
-                image = self.clip.encode_image(sub.neighbour_images)
-                x = x.index_put((sub.neighbour_image_rows,), F.normalize(image.float(), dim=-1))
+            for rows, pooled in self._neighbour_content(sub):
+                pooled = self.with_learned(pooled.float(), node_idx[rows])
+                x = x.index_put((rows,), F.normalize(pooled, dim=-1))
         return x
+
+    def _neighbour_content(self, sub: SubgraphBatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(subgraph rows, pooled content)] of the neighbours outside the batch, by modality."""
+        parts = []
+        if sub.neighbour_text_tokens.shape[0]:
+            parts.append((sub.neighbour_text_rows, encode_text_tokens(self.clip, sub.neighbour_text_tokens).pooled))
+        if sub.neighbour_images.shape[0]:
+            parts.append((sub.neighbour_image_rows, self.clip.encode_image(sub.neighbour_images)))
+        return parts
 
     def _pair_terms(self, batch: TripletBatch, pooled: torch.Tensor, unreached: list) -> dict[str, torch.Tensor]:
         """ITC over the batch's image-text pairs (zero without any) and KD (``_kd_term``)."""
@@ -333,7 +391,8 @@ class KnowledgeCLIP(nn.Module):
     def entity_embeddings(
         self, text_tokens: torch.Tensor | None = None, images: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(Nt + Ni, D) unit-norm pooled CLIP embeddings, texts first: the candidates for link prediction."""
+        """(Nt + Ni, D) unit-norm pooled CLIP embeddings of content, texts first. KG entities, the
+        candidates of link prediction, add their learned vectors: models/inference.py ``embed_rows``."""
         parts = []
         if text_tokens is not None and text_tokens.shape[0]:
             parts.append(encode_text_tokens(self.clip, text_tokens).pooled)
@@ -393,6 +452,26 @@ class KnowledgeCLIP(nn.Module):
                 f"{what} needs the {term.upper()} head, but this model was built with loss weight {term}=0; "
                 f"use a checkpoint trained with {term} > 0"
             )
+
+
+def _with_learned_token(tokens: EntityTokens, learned: torch.Tensor) -> EntityTokens:
+    """Each entity's learned vector (E, F) as its first token. A token of its own, not added to the
+    tower tokens: the fusion's pre-LayerNorm scales it like any token, so the entity's identity is
+    visible from the first steps, where a small vector added to tower tokens of norm ~sqrt(width)
+    would be drowned out. Never padding (real tokens come first: ``fusion._trim``)."""
+    first = learned.to(tokens.tokens.dtype)[:, None, :]  # (E, 1, F)
+    padding = torch.cat([tokens.padding.new_zeros(tokens.padding.shape[0], 1), tokens.padding], dim=1)
+    return EntityTokens(torch.cat([first, tokens.tokens], dim=1), padding)
+
+
+def entity_table_rows(config: ModelConfig, embed_dim: int) -> int:
+    """Rows of the learned entity table this config builds; 0: none."""
+    rows = config.entity_rows or 0
+    if config.entity_embedding == "off" or rows == 0:
+        return 0
+    if config.entity_embedding == "auto" and rows * embed_dim > config.entity_budget:
+        return 0
+    return rows
 
 
 def _relation_rows(relation_idx: torch.Tensor, edge_rel: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from kclip.models.batch import SubgraphBatch, TripletBatch
-from kclip.models.batching import candidate_relations, triplet_batch
+from kclip.models.batching import candidate_relations, triplet_batch, with_pair_stream
 from kclip.models.dgl_compat import import_dgl
 from kclip.models.features import Featurizer
 from kclip.models.neighbourhood import GraphProjection, SampledSubgraph, sample_subgraph
@@ -61,6 +61,7 @@ class SamplerSpec:
     relations: tuple[str, ...] | None = None  # only triplets of these relations (None: all)
     neighbourhoods: Literal["projection", "neo4j"] = "projection"  # see models/neighbourhood.py
     pair_fraction: float = 0.0  # share of each batch given to image-text pairs (EpochPlan.make_with_pairs)
+    pairs_kg: str | None = None  # the pairs come from this KG instead, for ITC and KD only (batching.with_pair_stream)
     reconnect_timeout: float = 300.0  # how long a Neo4j restart may take before training stops (Neo4jLost)
 
 
@@ -69,7 +70,7 @@ def spec_from_config(kg: str, config: "TrainConfig") -> SamplerSpec:
     d = config.data
     return SamplerSpec(kg=kg, split=d.split, batch_size=d.batch_size, seed=config.seed, hops=d.hops, fanout=d.fanout,
                        max_relation_candidates=d.max_relation_candidates, neighbourhoods=d.neighbourhoods,
-                       pair_fraction=d.pair_fraction,
+                       pair_fraction=d.pair_fraction, pairs_kg=d.pairs_kg,
                        relations=tuple(d.relations) if d.relations is not None else None)
 
 
@@ -102,25 +103,40 @@ class EpochPlan:
         (as plain CLIP, which sees nothing but pairs, does). Where a KG is all pairs or has none,
         this is ``make``.
         """
-        per_batch = min(round(batch_size * pair_fraction), batch_size - 1)
+        per_batch = pairs_per_batch(batch_size, pair_fraction)
         if not per_batch or is_pair.all() or not is_pair.any():
             return cls.make(len(is_pair), batch_size, seed, epoch, world_size, rank)
         others, pairs = np.flatnonzero(~is_pair), np.flatnonzero(is_pair)
         plan = cls.make(len(others), batch_size - per_batch, seed, epoch, world_size, rank)
-        cycles: dict[int, np.ndarray] = {}
-
-        def pairs_for(step: int) -> np.ndarray:
-            slots = (step * world_size + rank) * per_batch + np.arange(per_batch)  # disjoint across ranks
-            cycle, at = np.divmod(slots, len(pairs))
-            for c in np.unique(cycle).tolist():
-                if c not in cycles:
-                    cycles[c] = np.random.default_rng([seed, epoch, 1, c]).permutation(len(pairs))
-            return pairs[np.array([cycles[c][a] for c, a in zip(cycle.tolist(), at.tolist())], dtype=np.int64)]
-
-        return cls(epoch, [np.concatenate([others[b], pairs_for(step)]) for step, b in enumerate(plan.batches)])
+        cycle = PairCycle(len(pairs), per_batch, seed, epoch, world_size, rank)
+        return cls(epoch, [np.concatenate([others[b], pairs[cycle.take(step)]]) for step, b in enumerate(plan.batches)])
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def pairs_per_batch(batch_size: int, pair_fraction: float) -> int:
+    """Rows of each batch given to image-text pairs; at least one row stays for the KG's triplets."""
+    return min(round(batch_size * pair_fraction), batch_size - 1)
+
+
+class PairCycle:
+    """An endless seeded order over ``n`` pairs: ``take(step)`` is this rank's ``per_batch``
+    positions at a step, disjoint across ranks; a fresh permutation each time all were used."""
+
+    def __init__(self, n: int, per_batch: int, seed: int, epoch: int, world_size: int = 1, rank: int = 0,
+                 stream: int = 1):
+        self.n, self.per_batch, self.world_size, self.rank = n, per_batch, world_size, rank
+        self._key = [seed, epoch, stream]  # stream: the KG's own pairs (1) or another KG's (2)
+        self._cycles: dict[int, np.ndarray] = {}
+
+    def take(self, step: int) -> np.ndarray:
+        slots = (step * self.world_size + self.rank) * self.per_batch + np.arange(self.per_batch)
+        cycle, at = np.divmod(slots, self.n)
+        for c in np.unique(cycle).tolist():
+            if c not in self._cycles:
+                self._cycles[c] = np.random.default_rng([*self._key, c]).permutation(self.n)
+        return np.array([self._cycles[c][a] for c, a in zip(cycle.tolist(), at.tolist())], dtype=np.int64)
 
 
 def _yield_to_trainer(worker_id: int) -> None:
@@ -141,6 +157,8 @@ class BatchRequest:
     candidates: tuple[RelationRow, ...]  # the E2R candidates, from this epoch's relation table
     rel_positions: np.ndarray  # each triplet's relation among the candidates
     subgraph: SampledSubgraph | None = None  # sampled from the epoch's projection; None: the worker asks Neo4j
+    pairs: tuple[np.ndarray, np.ndarray] | None = None  # (image idx, caption idx) of data.pairs_kg
+    pairs_version: str = ""  # that KG's content version
 
 
 @dataclass(frozen=True)
@@ -213,8 +231,11 @@ class TripletStream(Dataset):
         # it each time costs Neo4j work. Kept while the KG's content version stays the same (every
         # kclip load that writes entities changes it), so content edits reach training by the next
         # epoch; new entities are new idx and always fetched.
-        self._rows: dict[int, EntityRow] = {}
-        self._rows_version = ""
+        self._rows: dict[str, dict[int, EntityRow]] = {}  # by KG (the pairs KG has its own idx)
+        self._rows_version: dict[str, str] = {}
+        self.pairs: tuple[np.ndarray, np.ndarray] | None = None  # data.pairs_kg's (image idx, caption idx)
+        self.pair_cycle: PairCycle | None = None
+        self.pairs_version = ""
         self.relations: list[RelationRow] = self._read_relations()
 
     def _read_relations(self) -> list[RelationRow]:
@@ -239,11 +260,30 @@ class TripletStream(Dataset):
             self.projection = GraphProjection([
                 triplets if split == spec.split else self._read(lambda s: s.triplet_arrays(spec.kg, split), "reading triplets")
                 for split in spec.graph_splits])
-        pair_relations = [r.idx for r in self.relations if r.name in (IMAGE_OF, CAPTION_OF)]
-        self.plan = EpochPlan.make_with_pairs(np.isin(self.triplets.rels, pair_relations), spec.batch_size,
-                                              spec.pair_fraction, spec.seed, epoch, self.world_size, self.rank)
+        if spec.pairs_kg:
+            self._plan_with_pair_stream(epoch)
+        else:
+            pair_relations = [r.idx for r in self.relations if r.name in (IMAGE_OF, CAPTION_OF)]
+            self.plan = EpochPlan.make_with_pairs(np.isin(self.triplets.rels, pair_relations), spec.batch_size,
+                                                  spec.pair_fraction, spec.seed, epoch, self.world_size, self.rank)
         self.start_batch = start_batch
         return self.plan
+
+    def _plan_with_pair_stream(self, epoch: int) -> None:
+        """The KG's triplets each once per epoch in batches of ``batch_size - P``; P pairs of
+        ``pairs_kg`` beside each (an endless seeded order: a small pair set recurs)."""
+        spec = self.spec
+        per_batch = pairs_per_batch(spec.batch_size, spec.pair_fraction)
+        self.pairs = self._read(lambda s: s.image_text_pairs(spec.pairs_kg), "reading image-text pairs")
+        if not len(self.pairs[0]):
+            raise ConfigError(f"data.pairs_kg={spec.pairs_kg!r}: that KG has no '{IMAGE_OF}' or '{CAPTION_OF}' "
+                              "triplets in its train split (kclip stats --kg NAME lists KGs and relations)")
+        self.pairs_version = self._read(lambda s: s.content_version(spec.pairs_kg), "reading the content version") \
+            or f"epoch {epoch}"
+        self.plan = EpochPlan.make(len(self.triplets.heads), spec.batch_size - per_batch, spec.seed, epoch,
+                                   self.world_size, self.rank)
+        self.pair_cycle = PairCycle(len(self.pairs[0]), per_batch, spec.seed, epoch, self.world_size, self.rank,
+                                    stream=2)
 
     def _only_wanted(self, triplets: TripletArrays) -> TripletArrays:
         """The triplets of the wanted relations (all of them by default), whose relation is known."""
@@ -262,8 +302,12 @@ class TripletStream(Dataset):
         # Sampled here, in the main process: it takes well under a millisecond, and only the main
         # process holds this epoch's projection (persistent workers were forked epochs ago).
         subgraph = self._projected_subgraph(heads, tails, index) if self.projection is not None else None
+        pairs = None
+        if self.pair_cycle is not None:
+            at = self.pair_cycle.take(index)
+            pairs = (self.pairs[0][at], self.pairs[1][at])
         return BatchRequest(self.plan.epoch, index, self.content_version, heads, tails, tuple(candidates),
-                            np.asarray(rel_positions, dtype=np.int64), subgraph)
+                            np.asarray(rel_positions, dtype=np.int64), subgraph, pairs, self.pairs_version)
 
     def _projected_subgraph(self, heads: np.ndarray, tails: np.ndarray, index: int) -> SampledSubgraph:
         epoch, fanout = self.plan.epoch, self.spec.fanout
@@ -320,7 +364,18 @@ class TripletStream(Dataset):
                               [by_idx[int(x)] for x in tails], request.candidates)
         if sampled is not None:
             batch.subgraph = self._subgraph(sampled, len(entities), rows)
+        if request.pairs is not None:
+            batch = self._with_pairs(batch, request)
         return batch
+
+    def _with_pairs(self, batch: TripletBatch, request: BatchRequest) -> TripletBatch:
+        images, texts = request.pairs
+        kg = self.spec.pairs_kg
+        rows = self._entity_rows(np.concatenate([images, texts]), request.pairs_version, kg)
+        n = len(images)
+        pairs = [(image, text) for image, text in zip(rows[:n], rows[n:])
+                 if image.modality == "image" and text.modality == "text"]
+        return with_pair_stream(batch, self.featurizer, pairs)
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -339,17 +394,19 @@ class TripletStream(Dataset):
     def _read(self, fn, what: str):
         return with_reconnect(lambda: fn(self._worker_store()), self.spec.reconnect_timeout, what, then=RESUME_HINT)
 
-    def _entity_rows(self, idxs: np.ndarray, content_version: str) -> list[EntityRow]:
-        if content_version != self._rows_version:
-            self._rows, self._rows_version = {}, content_version
-        wanted = [int(i) for i in idxs if int(i) not in self._rows]
+    def _entity_rows(self, idxs: np.ndarray, content_version: str, kg: str | None = None) -> list[EntityRow]:
+        kg = kg or self.spec.kg
+        if content_version != self._rows_version.get(kg):
+            self._rows[kg], self._rows_version[kg] = {}, content_version
+        cache = self._rows[kg]
+        wanted = [int(i) for i in idxs if int(i) not in cache]
         if wanted:
-            fetched = self._read(lambda s: s.entity_content(self.spec.kg, wanted), "reading entities")
-            self._rows.update((r.idx, r) for r in fetched)
-        missing = [i for i in wanted if i not in self._rows]
+            fetched = self._read(lambda s: s.entity_content(kg, wanted), "reading entities")
+            cache.update((r.idx, r) for r in fetched)
+        missing = [i for i in wanted if i not in cache]
         if missing:
-            raise KclipError(f"entities {missing[:5]} of KG {self.spec.kg!r} vanished from Neo4j mid-epoch")
-        return [self._rows[int(i)] for i in idxs]
+            raise KclipError(f"entities {missing[:5]} of KG {kg!r} vanished from Neo4j mid-epoch")
+        return [cache[int(i)] for i in idxs]
 
     def _neo4j_subgraph(self, entities: np.ndarray, request: BatchRequest) -> SampledSubgraph:
         spec = self.spec

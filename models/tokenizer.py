@@ -7,15 +7,20 @@ most of its time there. ``FastCLIPTokenizer`` keeps open_clip's cleaning and its
 open_clip's own vocabulary and merge list, for each word it has not met before. The test suite
 checks the ids are identical. Other tokenizers (other cleaning, SigLIP's, HF towers') are
 returned unchanged by ``fast_tokenizer``.
+
+A Hugging Face text tower tokenises with its own tokenizer, read from the model's folder
+(``hf_tokenizer``): open_clip's ``HFTokenizer``, padding with that tokenizer's pad id.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from open_clip.tokenizer import SimpleTokenizer
+
+from kclip.models.open_clip_lazy import HFTokenizer, SimpleTokenizer
 
 # Printable ASCII and ordinary whitespace, no HTML entity: ftfy and unescaping leave such text as
 # it is, so its cleaning is whitespace and case alone (most KG text; ftfy costs ~15 us a text).
@@ -73,3 +78,17 @@ def fast_tokenizer(tokenizer):
     plain = (type(tokenizer) is SimpleTokenizer and tokenizer.reduction_fn is None
              and getattr(tokenizer.clean_fn, "__name__", "") == "_clean_lower")
     return FastCLIPTokenizer(tokenizer) if plain else tokenizer
+
+
+def hf_tokenizer(folder: Path, context_length: int) -> HFTokenizer:
+    """A Hugging Face model's own tokenizer from its local folder, through open_clip's wrapper:
+    ``(texts, context_length) -> (N, L)`` ids padded with its pad id, truncated keeping the closing
+    special token ([SEP] for BERT). Only local files: nothing is downloaded."""
+    return HFTokenizer(str(folder), context_length=context_length, local_files_only=True)
+
+
+def pad_id(tokenizer) -> int:
+    """The id ``tokenizer`` pads with: its Hugging Face tokenizer's pad token, else 0 (CLIP's BPE)."""
+    hf = getattr(tokenizer, "tokenizer", None)
+    pad = getattr(hf, "pad_token_id", None)
+    return 0 if pad is None else int(pad)

@@ -36,6 +36,7 @@ from kclip.models.knowledge_clip import KnowledgeCLIP, ModelConfig
 from kclip.models.sampler import TripletStream, spec_from_config
 from kclip.models.train_config import TrainConfig
 from kclip.platform.errors import ConfigError, KclipError
+from kclip.platform.neo4j_client import open_graph_store
 from kclip.platform.progress import Progress
 from kclip.platform.registry import Registry, new_run_name
 from kclip.platform.settings import Settings
@@ -98,15 +99,26 @@ def lr_factor(step: int, warmup: int, max_steps: int) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms, embeddings and temperatures (as CLIP trains)."""
-    decay, no_decay = [], []
+    """AdamW; no weight decay on biases, norms, embeddings and temperatures (as CLIP trains).
+
+    The learned entity table has its own group: no decay (a row gets a gradient only when its
+    entity is in the batch, while decay would shrink every row every step) and its own learning
+    rate, since it starts at zero and sees each row rarely, where the towers continue from CLIP
+    at a fine-tuning rate (1e-5 in the ViT recipes) at which it would hardly move.
+    """
+    o = config.optim
+    decay, no_decay, table = [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
+        if name.startswith("entity_table."):
+            table.append(param)
+            continue
         plain = param.ndim < 2 or any(k in name for k in ("embedding", "log_scale", "logit_scale"))
         (no_decay if plain else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    o = config.optim
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if table:
+        groups.append({"params": table, "weight_decay": 0.0, "lr": o.entity_lr})
     return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, fused=device.type == "cuda")
 
 
@@ -180,7 +192,7 @@ class Trainer:
         # file is not read, and may be gone.
         self.model = KnowledgeCLIP(config.model, config.losses, load_pretrained=checkpoint is None)
         if checkpoint is None and config.model.init_step is not None:
-            start_from_run(self.model, settings, config.model)
+            start_from_run(self.model, settings, config.model, kg)
         self.model.to(env.device)
         self.optimizer = build_optimizer(self.model, config, env.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -300,6 +312,8 @@ def train(settings: Settings, kg: str | None = None, config: TrainConfig | None 
         config = config.model_copy(update={"max_steps": max_steps})
     if resume is None and config.model.init_from is not None:
         config = config.model_copy(update={"model": resolve_init_from(settings, config.model)})
+    if resume is None:
+        config = config.model_copy(update={"model": size_entity_table(settings, kg, config.model)})
     run_name = _agree_on_name(run_name or new_run_name(kg), env)
     if registry is not None and resume is None:
         registry.create_run(run_name, kg, config.model_dump(mode="json"), env.device.type, env.world_size)
@@ -359,13 +373,25 @@ def resolve_init_from(settings: Settings, model: ModelConfig) -> ModelConfig:
                       "nor a weights file")
 
 
-def start_from_run(model: KnowledgeCLIP, settings: Settings, config: ModelConfig) -> None:
+def size_entity_table(settings: Settings, kg: str, model: ModelConfig) -> ModelConfig:
+    """``entity_rows`` from the KG as it is now (its highest entity idx + 1), unless the table is off."""
+    if model.entity_embedding == "off" or model.entity_rows is not None:
+        return model
+    with open_graph_store(settings) as store:
+        _, last, _ = store.entity_idx_range(kg)
+    return model.model_copy(update={"entity_rows": last + 1})
+
+
+def start_from_run(model: KnowledgeCLIP, settings: Settings, config: ModelConfig, kg: str) -> None:
     """Load the parent run's weights (heads it lacks keep their fresh init); the KD teacher becomes
-    that start, frozen, so distillation keeps what the parent knew."""
+    that start, frozen, so distillation keeps what the parent knew. The parent's learned entity
+    vectors carry over for the entities they share when it trained on the same KG."""
     path = settings.runs_root / str(config.init_from) / f"step-{config.init_step:08d}.pt"
     if not path.is_file():
         raise KclipError(f"run {config.init_from!r} no longer has its step-{config.init_step} checkpoint ({path})")
-    state = {k: v for k, v in load_checkpoint(path)["model"].items() if not k.startswith("teacher.")}
+    checkpoint = load_checkpoint(path)
+    state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("teacher.")}
+    _carry_entity_table(model, state, same_kg=checkpoint["kg"] == kg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     fresh = sorted({k.split(".")[0] for k in missing if not k.startswith("teacher.")})
     if fresh or unexpected:
@@ -373,6 +399,20 @@ def start_from_run(model: KnowledgeCLIP, settings: Settings, config: ModelConfig
                  sorted({k.split(".")[0] for k in unexpected}) or "-")
     if model.teacher is not None:
         model.teacher.load_state_dict(model.clip.state_dict())
+
+
+def _carry_entity_table(model: KnowledgeCLIP, state: dict, same_kg: bool) -> None:
+    """Fit the parent's entity table into ``state`` for ``model``: rows of the entities both
+    tables cover (the KG may have grown since); none from another KG, whose idx mean other entities."""
+    key = "entity_table.weight"
+    parent = state.pop(key, None)
+    if parent is None or model.entity_table is None or not same_kg:
+        return
+    table = model.entity_table.weight.detach().clone()
+    if parent.shape[1] == table.shape[1]:
+        rows = min(parent.shape[0], table.shape[0])
+        table[:rows] = parent[:rows]
+        state[key] = table
 
 
 def _resume_state(settings: Settings, run_name: str, kg: str | None, env: Distributed):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kclip.models.knowledge_clip import LossWeights, ModelConfig
 from kclip.platform.errors import ConfigError
@@ -41,13 +41,24 @@ class DataConfig(_Strict):
     pair_fraction: float = Field(
         0.0, ge=0, lt=1, description="share of each batch given to image-text pairs ('image of' / 'caption of' "
         "triplets, drawn again when used up) where a KG has them beside other triplets; 0: none reserved")
+    pairs_kg: str | None = Field(
+        None, description="another KG whose image-text pairs ('image of') fill pair_fraction of every batch, for "
+        "ITC and KD only (the role COCO and CC3M play in the paper); None: the KG's own pairs, if any")
     max_relation_candidates: int = Field(1024, gt=0)
     max_text_tokens: int = Field(77, ge=8, le=77, description="entity and relation text is cut to this many tokens")
     relations: list[str] | None = Field(None, description="train only on triplets of these relations (names)")
 
+    @model_validator(mode="after")
+    def _pairs_need_room(self) -> "DataConfig":
+        if self.pairs_kg and not round(self.batch_size * self.pair_fraction):
+            raise ValueError(f"data.pairs_kg={self.pairs_kg!r} needs room in each batch: set data.pair_fraction "
+                             f"(say 0.25; {self.pair_fraction} of {self.batch_size} rows is no pair)")
+        return self
+
 
 class OptimConfig(_Strict):
     lr: float = Field(5e-4, gt=0)
+    entity_lr: float = Field(1e-2, gt=0, description="learning rate of the learned entity table (model.entity_embedding)")
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(1e-6, gt=0)

@@ -16,7 +16,7 @@ from neo4j.exceptions import Neo4jError, TransientError
 
 from kclip.platform import cypher
 from kclip.platform.errors import GraphStoreError, NotFoundError
-from kclip.platform.records import SPLITS, Entity, Relation
+from kclip.platform.records import CAPTION_OF, IMAGE_OF, SPLITS, Entity, Relation
 
 T = TypeVar("T")
 
@@ -419,6 +419,17 @@ class GraphStore:
     def entities_page(self, kg: str, lo: int, hi: int) -> list[EntityRow]:
         """Entities with ``lo <= idx < hi``, in idx order (for embedding a whole KG)."""
         return [_entity_row(r) for r in self.run(cypher.ENTITIES_PAGE, kg=kg, lo=lo, hi=hi)]
+
+    def image_text_pairs(self, kg: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """(image idx, caption idx) of the split's 'image of' and 'caption of' triplets, each pair once."""
+        by_name = {r.name: r.idx for r in self.relations(kg)}
+        t = self.triplet_arrays(kg, split) if IMAGE_OF in by_name or CAPTION_OF in by_name else None
+        if t is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        image_of, caption_of = t.rels == by_name.get(IMAGE_OF, -1), t.rels == by_name.get(CAPTION_OF, -1)
+        pairs = np.unique(np.stack([np.concatenate([t.heads[image_of], t.tails[caption_of]]),
+                                    np.concatenate([t.tails[image_of], t.heads[caption_of]])], axis=1), axis=0)
+        return pairs[:, 0].copy(), pairs[:, 1].copy()
 
     def entity_idx_range(self, kg: str) -> tuple[int, int, int]:
         """(lowest idx, highest idx, count) of the KG's entities; (0, -1, 0) when empty."""

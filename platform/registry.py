@@ -82,7 +82,11 @@ class Evaluation(Base):
 
 
 # The metrics a comparison's table shows, in order: `kclip compare` prints them, the UI plots them.
-COMPARISON_HEADLINE = ("mrr", "hits@10", "relation_mrr", "i2t_r@1", "t2i_r@1", "swap_accuracy")
+COMPARISON_HEADLINE = ("mrr", "hits@10", "relation_mrr", "i2t_r@1", "i2t_r@5", "t2i_r@1", "t2i_r@5", "swap_accuracy",
+                       # `kclip compare --aro / --retrieval`: ARO's towers and fusion scorers, retrieval on a file
+                       "aro/pooled_relation_accuracy", "aro/fusion_relation_accuracy",
+                       "aro/pooled_attribute_accuracy", "aro/fusion_attribute_accuracy",
+                       "retrieval/i2t_r@1", "retrieval/i2t_r@5", "retrieval/t2i_r@1", "retrieval/t2i_r@5")
 
 
 class Comparison(Base):
@@ -94,7 +98,9 @@ class Comparison(Base):
     kg: Mapped[str] = mapped_column(String(64))
     split: Mapped[str] = mapped_column(String(16))
     config: Mapped[dict] = mapped_column(JSON)  # the shared config, before each variant's changes
-    results: Mapped[list] = mapped_column(JSON)  # [{variant, run, metrics, note}], in the order compared
+    # [{variant, run, metrics, note, seeds, runs, spread, n, per_run}], in the order compared: ``run`` the
+    # first seed's run, ``metrics`` the means over seeds (None: n/a), ``spread`` their sample std.
+    results: Mapped[list] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

@@ -401,6 +401,7 @@ class VariantRecord:
     run: str  # "-" when the variant was not trained (``note`` says why)
     metrics: dict[str, float]
     note: str
+    seeds: tuple[int, ...] = ()  # one run per seed; ``metrics`` are their means
 
 
 @dataclass(frozen=True)
@@ -484,7 +485,8 @@ def _comparisons(key: str, kg: str | None) -> list[ComparisonRecord]:
 
 
 def _comparison_record(c: Comparison) -> ComparisonRecord:
-    variants = tuple(VariantRecord(v["variant"], v["run"], dict(v["metrics"]), v.get("note", "")) for v in c.results)
+    variants = tuple(VariantRecord(v["variant"], v["run"], dict(v["metrics"]), v.get("note", ""),
+                                   tuple(v.get("seeds", ()))) for v in c.results)
     return ComparisonRecord(c.name, c.kg, c.split, _utc(c.created_at), c.config, variants)
 
 

@@ -11,7 +11,8 @@
     kclip search QUERY --kg NAME [--limit N] [--skip N] [--json]
     kclip train --kg NAME --config CONFIG [--run NAME] [--device cuda|cpu] [--max-steps N] [--resume RUN]
     kclip eval --run RUN [--kg NAME] [--split test] [--json]
-    kclip compare --kg NAME [--config tiny] [--max-steps N] [--variants clip,knowledge-clip,...]
+    kclip compare --kg NAME [--config tiny] [--max-steps N] [--variants clip,knowledge-clip,...] [--seeds 0,1,2]
+                  [--init-from RUN|WEIGHTS] [--aro FILE|DIR] [--retrieval FILE --images DIR] [--out DIR]
     kclip embed --run RUN [--kg NAME]
     kclip predict --run RUN (two of --head ID, --relation NAME, --tail ID) [--top-k K]
     kclip ui [--address 127.0.0.1] [--port 8501] [--detach | --stop]
@@ -558,16 +559,24 @@ def compare_command(
     kg: str = typer.Option(..., "--kg"),
     config: str = typer.Option("tiny", "--config", help="shared training config (bundled name or file)"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="step budget of every variant"),
-    variants: str = typer.Option(",".join(["clip", "knowledge-clip", "no-g2e", "no-e2r", "no-kd"]), "--variants"),
+    variants: str = typer.Option("clip,knowledge-clip,no-g2e,no-e2r,no-kd,no-entity-embedding", "--variants"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated, e.g. 0,1,2 (default: the config's)"),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="every variant starts from this run's latest "
+                                            "checkpoint or this weights file (KD's teacher)"),
     split: str = typer.Option("test", "--split"),
-    prefix: Optional[str] = typer.Option(None, "--prefix", help="run names are PREFIX-VARIANT"),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="run names are PREFIX-VARIANT-sSEED"),
     device: Optional[str] = typer.Option(None, "--device"),
     max_triplets: Optional[int] = typer.Option(None, "--max-triplets", min=1),
+    aro: Optional[Path] = typer.Option(None, "--aro", help="also ARO's test: an ARO JSON file or a folder holding them"),
+    retrieval: Optional[Path] = typer.Option(None, "--retrieval", help="also retrieval on a Karpathy-split JSON"),
+    images: Optional[Path] = typer.Option(None, "--images", help="the folder --retrieval's image paths are relative to"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="write compare.md / .json / .png here "
+                                           "(default: RUNS_DIR/comparisons/PREFIX)"),
     set_: list[str] = typer.Option([], "--set", help="override a config value (repeatable)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Plain CLIP vs Knowledge-CLIP vs ablations (no G2E, no E2R, no KD): same data, steps and seed."""
-    from kclip.models.compare import HEADLINE, VARIANTS, compare
+    """CLIP-continued vs Knowledge-CLIP vs ablations: same start, same batches, several seeds (mean and spread)."""
+    from kclip.models.compare import VARIANTS, Extras, markdown, run_comparison, write_outputs
     from kclip.models.train_config import load_train_config
     from kclip.platform.registry import new_run_name
 
@@ -575,22 +584,26 @@ def compare_command(
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         raise typer.BadParameter(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}", param_hint="--variants")
-    cfg = load_train_config(config, _parse_options(set_, dotted=True))
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds else None
+    except ValueError:
+        raise typer.BadParameter(f"{seeds!r}: comma-separated integers, e.g. 0,1,2", param_hint="--seeds") from None
+    if retrieval is None and images is not None:
+        raise typer.BadParameter("--images goes with --retrieval", param_hint="--images")
+    overrides = _parse_options(set_, dotted=True) | ({"model.init_from": init_from} if init_from else {})
+    cfg = load_train_config(config, overrides)
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": max_steps})
+    settings = get_settings()
     name = prefix or new_run_name(f"{kg}-cmp")
-    results = compare(get_settings(), kg, cfg, name, chosen, split, device, max_triplets, progress=not as_json)
+    result = run_comparison(settings, kg, cfg, name, chosen, split, device, max_triplets, progress=not as_json,
+                            seeds=seed_list, extras=Extras(aro, retrieval, images))
+    paths = write_outputs(result, out_dir or settings.runs_root / "comparisons" / name)
     if as_json:
-        print(json.dumps({r.variant: {"run": r.run, **r.metrics, **({"note": r.note} if r.note else {})} for r in results}))
+        print(json.dumps(result.to_json()))
         return
-    table = Table(title=f"{kg}/{split}, {cfg.max_steps} steps each, seed {cfg.seed}")
-    table.add_column("variant")
-    for metric in HEADLINE:
-        table.add_column(metric, justify="right")
-    for r in results:
-        cells = [f"{r.metrics[m]:.3f}" if m in r.metrics else "-" for m in HEADLINE]
-        table.add_row(r.variant + (f" ({r.note})" if r.note else ""), *cells)
-    out.print(table)
+    print(markdown(result))
+    out.print(f"written: {', '.join(str(p) for p in paths.values())}")
     out.print(f"recorded in the run registry as comparison {name} (the explorer's Runs page shows it)")
 
 

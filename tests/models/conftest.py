@@ -25,9 +25,9 @@ def toy_batch(tokenizer) -> TripletBatch:
 def make_model():
     """Build a tiny KnowledgeCLIP with the given loss weights, seeded so tests are repeatable."""
 
-    def make(seed: int = 0, **weights: float) -> KnowledgeCLIP:
+    def make(seed: int = 0, model: dict | None = None, **weights: float) -> KnowledgeCLIP:
         torch.manual_seed(seed)
-        return KnowledgeCLIP(ModelConfig(clip="kclip-tiny"), LossWeights(**weights))
+        return KnowledgeCLIP(ModelConfig(clip="kclip-tiny", **(model or {})), LossWeights(**weights))
 
     return make
 

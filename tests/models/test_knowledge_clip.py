@@ -233,7 +233,7 @@ def test_entity_rows_must_cover_the_batch(make_model, toy_batch):
 
 def test_list_models_has_ours_and_open_clips():
     names = list_models()
-    assert names[:2] == ["kclip-small", "kclip-tiny"] and "ViT-B-32" in names and "ViT-B-16" in names
+    assert names[:3] == ["kclip-minilm", "kclip-small", "kclip-tiny"] and "ViT-B-32" in names and "ViT-B-16" in names
 
 
 def test_unknown_model_name_lists_close_matches():

@@ -127,14 +127,14 @@ def test_entity_content_is_cached_across_epochs_until_a_load_changes_it(neo4j_se
 
     def text_of(epoch: int, entity_id: str) -> torch.Tensor:
         batch = next(iter(stream.loader(epoch=epoch, num_workers=0)))
-        idx = next(r.idx for r in stream._rows.values() if r.id == entity_id)
+        idx = next(r.idx for r in stream._rows[ring_kg].values() if r.id == entity_id)
         row = batch.entity_idx.tolist().index(idx)
         return batch.text_tokens[batch.text_rows.tolist().index(row)]
 
     assert torch.equal(text_of(0, "a0"), featurizer.tokens(["the entity a0"])[0])
-    cached = dict(stream._rows)
+    cached = dict(stream._rows[ring_kg])
     text_of(1, "a0")
-    assert len(cached) == 11 and all(stream._rows[i] is row for i, row in cached.items())  # none fetched again
+    assert len(cached) == 11 and all(stream._rows[ring_kg][i] is row for i, row in cached.items())  # none fetched again
     edit = tmp_path / "edit"
     edit.mkdir()
     (edit / "train.tsv").write_text("a0\tnext\ta1\n")

@@ -117,3 +117,14 @@ def test_search_against_neo4j_imports_no_torch(cli_env, graph_store, kg_name):
     assert search.returncode == 0, search.stderr[-2000:]
     assert [hit["id"] for hit in json.loads(search.stdout)] == ["a"]
     assert _heavy_imports(search.stderr) == []
+
+
+def test_training_code_does_not_import_transformers_for_clip_towers(tmp_path):
+    """open_clip would import transformers (~3 s) whenever it is installed; only HF text towers need it."""
+    script = ("import sys\n"
+              "from kclip.models.train import train\n"
+              "from kclip.models.clip_factory import create_clip\n"
+              "create_clip('kclip-tiny')\n"
+              "assert 'transformers' not in sys.modules, 'transformers imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -158,7 +158,7 @@ def test_compare_results_are_recorded_and_shown(ui_env, registry, runs_kg, compa
     assert [(r["variant"], r["run"], r["metrics"], r["note"]) for r in stored.results] == \
         [(r.variant, r.run, r.metrics, r.note) for r in comparison]
     trained = comparison[0]
-    assert trained.run == "ui-cmp-knowledge-clip" and trained.metrics and not comparison[1].metrics
+    assert trained.run == "ui-cmp-knowledge-clip-s0" and trained.metrics and not comparison[1].metrics
 
     at = open_page("runs", kg=runs_kg)
     table = table_with(at, "variant", "run", "note").set_index("variant")

@@ -27,8 +27,9 @@ CHART_LABELS = {"train/loss": "loss (weighted sum)", "lr": "learning rate", "ste
                 "samples_per_s": "samples / s"}
 # Metric-name prefix -> task, in the order tables list them; everything else is link prediction.
 TASKS = (("relation_", "relation prediction"), ("i2t_", "image-text retrieval"), ("t2i_", "image-text retrieval"),
-         ("swap_", "relation swap"))
-TASK_ORDER = ("link prediction", "relation prediction", "image-text retrieval", "relation swap")
+         ("swap_", "relation swap"), ("aro/", "ARO"), ("retrieval/", "retrieval (file)"))
+TASK_ORDER = ("link prediction", "relation prediction", "image-text retrieval", "relation swap", "ARO",
+              "retrieval (file)")
 ABSENT = "(absent)"
 VALUE_FORMAT = {"value": st.column_config.NumberColumn("value", format="%.4f")}
 
@@ -143,7 +144,8 @@ def config_diff(configs: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def comparison_rows(comparison: ComparisonRecord) -> list[dict[str, Any]]:
-    """The table ``kclip compare`` printed: each variant's run, headline metrics and note."""
+    """The table ``kclip compare`` printed: each variant's (first) run, headline metrics (means over
+    its seeds; None: n/a) and note."""
     shown = [m for m in COMPARISON_HEADLINE if any(m in v.metrics for v in comparison.variants)]
     return [{"variant": v.variant, "run": v.run, **{m: v.metrics.get(m) for m in shown}, "note": v.note}
             for v in comparison.variants]
@@ -151,7 +153,7 @@ def comparison_rows(comparison: ComparisonRecord) -> list[dict[str, Any]]:
 
 def comparison_bars(comparison: ComparisonRecord) -> list[dict[str, Any]]:
     return [{"metric": m, "variant": v.variant, "value": v.metrics[m]}
-            for m in COMPARISON_HEADLINE for v in comparison.variants if m in v.metrics]
+            for m in COMPARISON_HEADLINE for v in comparison.variants if v.metrics.get(m) is not None]
 
 
 def bar_spec(metrics: list[str]) -> dict[str, Any]:
@@ -309,8 +311,10 @@ def comparison_label(c: ComparisonRecord) -> str:
 
 def show_comparison(c: ComparisonRecord) -> None:
     config = c.config
+    seeds = sorted({s for v in c.variants for s in v.seeds}) or [config.get("seed", "?")]
+    seeds_label = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (means)"
     st.caption(f"KG {md_code(c.kg)}, split {md_code(c.split)} · {config.get('max_steps', '?')} steps each, "
-               f"seed {config.get('seed', '?')} · config {md_code(config.get('name') or 'unnamed')}")
+               f"{seeds_label} · config {md_code(config.get('name') or 'unnamed')}")
     st.dataframe(comparison_rows(c), hide_index=True)
     bars = comparison_bars(c)
     if bars:
