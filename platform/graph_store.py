@@ -449,7 +449,8 @@ class GraphStore:
     def search_entities(self, kg: str, text: str, limit: int = 20, skip: int = 0) -> SearchPage:
         """The KG's entities matching ``text`` (every word, in text or id; the last one as the start
         of a word too: ``cypher.search_query``), the page ``skip .. skip + limit`` of them, those
-        matching the last word whole first, then by score; with the number of matches in all.
+        matching the last word whole first, then by score (ties: shorter text first, where at most
+        ``cypher.SORTED_SEARCH_MAX`` match); with the number of matches in all.
 
         Raises ``GraphStoreError`` when nothing matches because the database was written by an
         older kclip and is not searchable yet (``search_ready``)."""
@@ -458,8 +459,10 @@ class GraphStore:
         query = cypher.search_query(kg, text)
         if query is None:
             return SearchPage([], 0, skip, 0, 0)
-        row = self.run(cypher.SEARCH_ENTITIES, index=cypher.SEARCH_INDEX, exact=query.exact, prefix=query.prefix,
-                       skip=skip, limit=limit)[0]
+        args = dict(index=cypher.SEARCH_INDEX, exact=query.exact, prefix=query.prefix, skip=skip, limit=limit)
+        row = self.run(cypher.SEARCH_ENTITIES, **args)[0]
+        if 0 < row["total"] <= cypher.SORTED_SEARCH_MAX:  # few enough to order ties by text length
+            row = self.run(cypher.SEARCH_ENTITIES_SORTED, **args)[0]
         if not row["total"] and not self.search_ready(kg):
             raise GraphStoreError(f"KG {kg!r} cannot be searched yet: Neo4j's search index predates this kclip. "
                                   f"`kclip search WORD --kg {kg}` (or any `kclip load`) updates it, once.")
