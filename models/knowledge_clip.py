@@ -39,6 +39,7 @@ from kclip.models.losses import e2e_loss, e2r_loss, g2e_loss, itc_loss, kd_loss,
 from kclip.platform.errors import ConfigError, KclipError
 
 TERMS = ("e2e", "e2r", "g2e", "kd", "itc")
+STRUCTURE_TERMS = {"e2e", "e2r", "g2e"}  # the terms that use the learned entity vectors
 ENTITY_INIT_NORM = 0.1  # expected norm of a learned entity vector at the start (docs/METHOD.md, 3.2)
 
 
@@ -176,7 +177,8 @@ class KnowledgeCLIP(nn.Module):
         if "kd" not in on and "itc" not in on:
             self.clip.logit_scale.requires_grad_(False)  # nothing uses CLIP's own temperature
         self.entity_table = self.entity_to_fusion = None
-        rows = entity_table_rows(config, self.embed_dim)
+        # Only E2E, E2R and G2E read the learned vectors; ITC and KD alone leave them untrained.
+        rows = entity_table_rows(config, self.embed_dim) if STRUCTURE_TERMS & set(on) else 0
         if rows:
             # Built last, so the other modules draw the same random init with or without it. Rows
             # start small (norm 0.1 beside unit content embeddings: a run from CLIP begins within

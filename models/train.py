@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from kclip.models.features import featurizer_for
-from kclip.models.knowledge_clip import KnowledgeCLIP, ModelConfig
+from kclip.models.knowledge_clip import STRUCTURE_TERMS, KnowledgeCLIP, ModelConfig
 from kclip.models.sampler import TripletStream, spec_from_config
 from kclip.models.train_config import TrainConfig
 from kclip.platform.errors import ConfigError, KclipError
@@ -385,13 +385,15 @@ def size_entity_table(settings: Settings, kg: str, model: ModelConfig) -> ModelC
 def start_from_run(model: KnowledgeCLIP, settings: Settings, config: ModelConfig, kg: str) -> None:
     """Load the parent run's weights (heads it lacks keep their fresh init); the KD teacher becomes
     that start, frozen, so distillation keeps what the parent knew. The parent's learned entity
-    vectors carry over for the entities they share when it trained on the same KG."""
+    vectors carry over for the entities they share when it trained them (E2E, E2R or G2E) on the same KG."""
     path = settings.runs_root / str(config.init_from) / f"step-{config.init_step:08d}.pt"
     if not path.is_file():
         raise KclipError(f"run {config.init_from!r} no longer has its step-{config.init_step} checkpoint ({path})")
     checkpoint = load_checkpoint(path)
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("teacher.")}
-    _carry_entity_table(model, state, same_kg=checkpoint["kg"] == kg)
+    parent = TrainConfig.model_validate(checkpoint["config"])
+    trained_table = bool(STRUCTURE_TERMS & set(parent.losses.enabled()))  # else its rows are only their init
+    _carry_entity_table(model, state, same_kg=checkpoint["kg"] == kg and trained_table)
     missing, unexpected = model.load_state_dict(state, strict=False)
     fresh = sorted({k.split(".")[0] for k in missing if not k.startswith("teacher.")})
     if fresh or unexpected:
