@@ -86,10 +86,14 @@ def scenes(args, settings) -> None:
     print(f"\nsynthetic scene graphs ({args.images} images), {args.steps} steps each, config {args.config}")
     print(f"{'':16}" + "".join(f"{m:>14}" for m in metrics))
     for r in results:
-        print(f"{r.variant:16}" + "".join(f"{r.metrics.get(m, float('nan')):14.3f}" for m in metrics))
+        print(f"{r.variant:16}" + "".join(f"{_or_nan(r.metrics.get(m)):14.3f}" for m in metrics))
     clip, kc = results[0].metrics, results[1].metrics
     print("knowledge-clip / clip: " + ", ".join(
-        f"{m} {kc[m] / clip[m]:.2f}x" for m in metrics if m in kc and m in clip and clip[m] > 0))
+        f"{m} {kc[m] / clip[m]:.2f}x" for m in metrics if kc.get(m) is not None and (clip.get(m) or 0) > 0))
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value  # n/a: the variant has no head for it
 
 
 def entity_table(args, settings) -> None:

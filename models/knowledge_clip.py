@@ -83,7 +83,7 @@ class ModelConfig(BaseModel):
     gnn_layers: int = Field(2, gt=0)
     temperature: float = Field(0.07, gt=0)  # initial temperature of E2E, E2R and G2E (CLIP's init)
     learn_temperature: bool = True
-    # A learned vector per KG entity, added to its content encoding (docs/METHOD.md, section 7):
+    # A learned vector per KG entity, added to its content encoding (docs/METHOD.md, section 3.2):
     # entities whose text says nothing (ids) become learnable, and content still serves entities
     # added after training. "auto": on when the table (entity_rows x embedding dim) holds at most
     # entity_budget numbers; entity_rows is set by `kclip train` from the KG.
@@ -134,7 +134,7 @@ class Queries:
 
 @dataclass
 class EncodedEntities:
-    pooled: torch.Tensor  # (E, D) pooled CLIP embeddings plus each entity's learned vector, not normalised
+    pooled: torch.Tensor  # (E, D) what E2E and G2E compare: ``with_learned`` (the raw pooled embedding without a table)
     content: torch.Tensor  # (E, D) the towers' pooled embeddings alone: what CLIP itself computes (ITC, KD)
     tokens: EntityTokens | None  # (E, L, F) in fusion width, when a fusion exists
 
