@@ -471,22 +471,14 @@ def report_browser(times: dict[str, list[float]]) -> None:
 @contextmanager
 def explorer(settings: Settings, log: Path) -> Iterator[str]:
     """The app as ``kclip ui`` runs it, on a free port, its output in ``log``; stopped afterwards."""
-    from kclip.ui.launch import ui_command, wait_until_healthy
+    from kclip.ui.launch import answering, ui_command
 
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(ui_command("127.0.0.1", port), env=child_env(settings), stdout=out,
                                 stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=WAIT_S, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with answering(proc, f"http://127.0.0.1:{port}", timeout=WAIT_S) as url:
+        yield url
 
 
 def free_port() -> int:

@@ -49,7 +49,7 @@ from typing import Any, Iterable
 from kclip.kg_loaders.base import hashed_split
 # The layout, rendering and VG writers of the simpler scene set, reused as they are.
 from kclip.kg_loaders.synth_scene_graphs import (SynthImage, SynthObject,
-                                                 SynthRelationship, _captions_json, _Ids, _place_objects, _regions_json,
+                                                 SynthRelationship, _captions_json, _Ids, _place_objects, _prepare_output, _regions_json,
                                                  _render, _scene_graph_json, _union, _write_array)
 from kclip.kg_loaders.visual_genome import VisualGenomeOptions
 
@@ -75,12 +75,7 @@ class CompositionalSummary:
 def generate_compositional(out: Path, images: int, seed: int, image_size: int = 224) -> CompositionalSummary:
     """Write ``images`` compositional scenes and the ARO files of the test ones under ``out``
     (see the module docstring); the same seed gives byte-identical files."""
-    if images < 1:
-        raise ValueError(f"images must be at least 1, got {images}")
-    if image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    out = _prepare_output(out, images, image_size, MIN_IMAGE_SIZE)
     rng, ids = random.Random(seed), _Ids()
     scenes = [_make_scene(image_id, rng, ids, image_size) for image_id in range(1, images + 1)]
     for scene in scenes:

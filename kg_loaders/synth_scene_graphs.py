@@ -112,12 +112,7 @@ class _Ids:
 
 def generate_scene_graphs(out: Path, images: int, seed: int, image_size: int = 128) -> SynthSummary:
     """Write ``images`` synthetic scene graphs under ``out`` (see the module docstring)."""
-    if images < 1:
-        raise ValueError(f"images must be at least 1, got {images}")
-    if image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    out = _prepare_output(out, images, image_size, MIN_IMAGE_SIZE)
     rng = random.Random(seed)
     ids = _Ids()
     scenes = [_make_image(image_id, rng, ids, image_size) for image_id in range(1, images + 1)]
@@ -142,6 +137,17 @@ def _make_image(image_id: int, rng: random.Random, ids: _Ids, image_size: int) -
     scene = _place_objects(image_id, rng, ids, image_size, objects=(2, 4))
     scene.relationships = _relationships(scene.objects, rng, ids)
     return scene
+
+
+def _prepare_output(out: Path, images: int, image_size: int, min_image_size: int) -> Path:
+    """``out`` with its images/ folder made, after checking the sizes asked for."""
+    if images < 1:
+        raise ValueError(f"images must be at least 1, got {images}")
+    if image_size < min_image_size:
+        raise ValueError(f"image_size must be at least {min_image_size} pixels, got {image_size}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _place_objects(image_id: int, rng: random.Random, ids: _Ids, image_size: int,

@@ -19,6 +19,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping, NoReturn
 
@@ -76,6 +78,22 @@ def wait_until_healthy(base_url: str, timeout: float = 60.0, proc: subprocess.Po
             pass
         time.sleep(0.3)
     raise KclipError(f"the explorer did not answer at {url} within {timeout:.0f}s")
+
+
+@contextmanager
+def answering(proc: subprocess.Popen, base_url: str, timeout: float = 60.0) -> Iterator[str]:
+    """``base_url`` once the app that ``proc`` runs answers there; afterwards the app is stopped
+    (terminated, killed if it lingers 15 s)."""
+    try:
+        wait_until_healthy(base_url, timeout=timeout, proc=proc)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def start_detached(home: Path, address: str = "127.0.0.1", port: int = 8501) -> int:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-import subprocess
 from typing import Iterator
 
 import numpy as np
@@ -22,7 +21,7 @@ from kclip.platform.ingest import load_kg
 from kclip.platform.media import MediaStore
 from kclip.platform.neo4j_client import _password
 from kclip.platform.settings import Settings, get_settings
-from kclip.ui.launch import run_ui, wait_until_healthy
+from kclip.ui.launch import answering, run_ui
 
 UI_KG = "ui-shapes"  # 12 images, never embedded: the KG the page tests explore
 EMBEDDED_KG = "ui-embedded"  # 3 images with random embeddings and a vector index; never trained on
@@ -85,16 +84,8 @@ def app_url(ui_env_vars: dict[str, str]) -> Iterator[str]:
     """The real app, as `kclip ui` starts it, on a free local port; stopped afterwards."""
     port = free_port()
     proc = run_ui("127.0.0.1", port, headless=True, env=ui_env_vars)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=WAIT, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with answering(proc, f"http://127.0.0.1:{port}", timeout=WAIT) as url:
+        yield url
 
 
 @pytest.fixture
