@@ -374,11 +374,19 @@ def resolve_init_from(settings: Settings, model: ModelConfig) -> ModelConfig:
 
 
 def size_entity_table(settings: Settings, kg: str, model: ModelConfig) -> ModelConfig:
-    """``entity_rows`` from the KG as it is now (its highest entity idx + 1), unless the table is off."""
+    """``entity_rows`` from the KG as it is now (its highest entity idx + 1), unless the table is off.
+
+    ``auto`` leaves it off for KGs with image entities: an image always identifies its entity, and
+    the explorer's cross-modal queries (free text, an uploaded image) are content alone, so learned
+    vectors in the stored embeddings only blur them (an entity's own image stopped ranking it
+    first). ``on`` builds it anyway."""
     if model.entity_embedding == "off" or model.entity_rows is not None:
         return model
     with open_graph_store(settings) as store:
         _, last, _ = store.entity_idx_range(kg)
+        has_images = store.stats(kg).entities.get("image", 0) > 0
+    if model.entity_embedding == "auto" and has_images:
+        return model
     return model.model_copy(update={"entity_rows": last + 1})
 
 
