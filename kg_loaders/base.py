@@ -27,7 +27,7 @@ import re
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generator, Iterator, TypeVar
+from typing import Any, BinaryIO, Callable, ClassVar, Generator, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -36,6 +36,7 @@ from kclip.platform.records import (KG_NAME_PATTERN, PATTERN_PROBLEMS, SPLITS, E
                                     SourceRef, Split, Triplet, pattern_problem, readable_relation)
 
 GZIP_MAGIC = b"\x1f\x8b"
+READ_BLOCK = 1 << 20  # bytes read (decompressed) at a time by raw_lines
 # Blanks free text may carry: what str.isspace() calls space except the control characters among
 # it (\x0b \x0c \x1c-\x1f \x85), which record validation refuses rather than this hides
 # (test_contract checks the set over all of Unicode). Spelled out as characters for str.strip,
@@ -210,7 +211,7 @@ class KGLoader(ABC):
         return self._allowed_roots
 
     def read_fields(self, path: Path, names: tuple[str, ...], exact: bool = True,
-                    expected: str | None = None, skip: Callable[[bytes], bool] | None = None,
+                    expected: str | None = None, skip: Callable[[bytes], object] | None = None,
                     ) -> Iterator[tuple[SourceRef, list[str]] | Reject]:
         """``read_lines`` then ``split_fields``: each line's fields, or a ``Reject`` for a bad line.
 
@@ -224,14 +225,15 @@ class KGLoader(ABC):
             fields = split_fields(source, line, names, exact)
             yield fields if isinstance(fields, Reject) else (source, fields)
 
-    def read_lines(self, path: Path, expected: str, skip: Callable[[bytes], bool] | None = None,
+    def read_lines(self, path: Path, expected: str, skip: Callable[[bytes], object] | None = None,
                    ) -> Iterator[tuple[SourceRef, str] | Reject]:
         """Lines of a UTF-8 text file (gzipped or not) without their line ends, blank lines and a
         leading BOM; invalid UTF-8 becomes a ``Reject``.
 
         ``expected`` describes a line's format, for the error raised when the file is empty.
-        ``skip`` is a cheap test of the raw bytes for lines a loader's filter drops anyway (most of
-        ConceptNet is in languages not asked for): they are passed over before decoding.
+        ``skip`` is a cheap test (a truthy answer skips) of the raw bytes for lines a loader's filter
+        drops anyway (most of ConceptNet is in languages not asked for): they are passed over
+        before decoding.
         """
         seen_content = False
         for number, data in self.raw_lines(path):
@@ -261,11 +263,15 @@ class KGLoader(ABC):
             stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
             counted = 0
             try:
-                for number, data in enumerate(stream, start=1):
+                for lines in _line_blocks(stream):
                     position = raw.tell()
                     self.bytes_read += position - counted
                     counted = position
-                    yield number, data.removeprefix(UTF8_BOM) if number == 1 else data
+                    if number == 0 and lines:
+                        lines[0] = lines[0].removeprefix(UTF8_BOM)
+                    for data in lines:
+                        number += 1
+                        yield number, data
             except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; truncation is EOFError
                 raise InputError(path, number + 1, f"corrupt gzip data: {exc}") from None
 
@@ -300,6 +306,32 @@ class KGLoader(ABC):
         if not path.is_file():
             raise InputError(path, None, f"missing {what}")
         return path
+
+
+def _line_blocks(stream: BinaryIO, block_size: int = READ_BLOCK) -> Iterator[list[bytes]]:
+    """The lines of a binary stream (split at b"\\n" only, ends kept), a block's worth at a time.
+
+    Reading blocks and splitting them in C is ~4x faster than iterating a GzipFile line by line;
+    a line longer than a block is carried over in parts, so it costs no quadratic copying.
+    """
+    carried: list[bytes] = []
+    while block := stream.read(block_size):
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:  # no line ends here: all of it belongs to a longer line
+            carried.append(block)
+            continue
+        head = b"".join([*carried, block[:cut]]) if carried else block[:cut]
+        carried = [block[cut:]] if cut < len(block) else []
+        yield head.splitlines(keepends=True) if b"\r" not in head else _split_at_newlines(head)
+    if carried:
+        yield [b"".join(carried)]
+
+
+def _split_at_newlines(data: bytes) -> list[bytes]:
+    """Lines ending in b"\\n" (a bare b"\\r" stays inside its line, as file iteration has it)."""
+    lines = data.split(b"\n")
+    last = lines.pop()
+    return [line + b"\n" for line in lines] + ([last] if last else [])
 
 
 def collapse_blanks(text: str) -> str:

@@ -83,20 +83,20 @@ MATCH (k:KG {name: $kg})
 SET k.next_entity_idx = k.next_entity_idx + $n
 RETURN k.next_entity_idx - $n AS base
 """
-# Both return each row's node element id, which the triplet writes use to find their ends by id
+# Both return every row's node element id, which the triplet writes use to find their ends by id
 # (a direct record lookup) instead of an index seek per end.
 CREATE_ENTITIES = """
 UNWIND $rows AS row
 CREATE (e:Entity {kg: $kg, id: row.id, idx: $base + row.ord, kg_key: $kg_key})
 SET e += row.props
-RETURN row.ord AS ord, elementId(e) AS node
+RETURN collect(row.ord) AS ords, collect(elementId(e)) AS nodes
 """
 MERGE_ENTITIES = """
 UNWIND $rows AS row
 MERGE (e:Entity {kg: $kg, id: row.id})
 ON CREATE SET e.idx = $base + row.ord
 SET e += row.props, e.kg_key = $kg_key
-RETURN row.ord AS ord, elementId(e) AS node
+RETURN collect(row.ord) AS ords, collect(elementId(e)) AS nodes
 """
 MERGE_RELATIONS = """
 MATCH (k:KG {name: $kg})

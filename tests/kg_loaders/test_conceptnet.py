@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from kclip.kg_loaders.base import hashed_split
-from kclip.kg_loaders.conceptnet import ConceptNetLoader
+from kclip.kg_loaders.base import hashed_split, split_fields
+from kclip.kg_loaders.conceptnet import FIELDS, ConceptNetLoader, _other_languages
 from kclip.platform.errors import ConfigError, InputError, LoadRefused
 from kclip.platform.ingest import load_kg
-from kclip.platform.records import Entity, Reject, Relation, Triplet
+from kclip.platform.records import Entity, Reject, Relation, SourceRef, Triplet
 
 DATA = Path(__file__).parents[1] / "data" / "conceptnet"
 ASSERTIONS = DATA / "assertions.csv"
@@ -122,6 +123,46 @@ def test_skipped_relations_are_not_rejected():
     recs = records(ASSERTIONS, languages=["en"])
     assert not any(r.relation in ("/r/ExternalURL", "/r/dbpedia/genre") for r in of(Triplet, recs))
     assert of(Reject, recs) == []
+
+
+def _hostile_lines() -> list[bytes]:
+    """Lines near the edges of what the quick skip test accepts, with every language pairing."""
+    rng = random.Random(0)
+    # field -> (well-formed values, odd ones); each field is odd one time in four
+    pieces = {
+        "uri": ([b"/a/[x]"], [b"a/x", b" /a/x", b""]),
+        "relation": ([b"/r/IsA", b"/r/ExternalURL", b"/r/dbpedia/genre"], [b"/r/", b"/r/ ", b"IsA", b" /r/IsA"]),
+        "concept": ([b"/c/en/cat", b"/c/en/cat/n", b" /c/de/katze", b"/c/fr/chat"],
+                    [b"/c/en", b"/c/en/", b"/c//x", b"/c/en//x", b"/c/d e/x", b"\x0b/c/de/x", b"\xc2\xa0/c/de/x",
+                     b"/x/en/a", b"http://example.org", b"/c/enx/a", b"", b" "]),
+        "info": ([b"{}", b'{"weight": 0.5}'], [b"", b" ", b"{weight: 1}", b"[1]", b"\xc2\xa0"]),
+    }
+    lines = []
+    for _ in range(4000):
+        fields = [rng.choice(pieces[name][rng.random() < 0.25])
+                  for name in ("uri", "relation", "concept", "concept", "info")]
+        extra = rng.choice([[], [], [], [b"x"]])
+        lines.append(b"\t".join(fields[: rng.choice([5, 5, 5, 4])] + extra) + rng.choice([b"\n", b"\r\n", b""]))
+    return lines
+
+
+@pytest.mark.parametrize("languages", [["en"], ["en", "fr"], ["de"]])
+def test_the_quick_skip_only_drops_lines_the_full_parse_skips(tmp_path, languages):
+    # The raw-bytes test passes over ~90% of the real file unread: it must never hide a line the
+    # full parse would keep or reject (otherwise a bad row would load silently).
+    skip = _other_languages(set(languages))
+    lines = _hostile_lines() + ASSERTIONS.read_bytes().splitlines(keepends=True)
+    path = tmp_path / "assertions.csv"
+    path.write_bytes(GOOD_LINE.encode() + b"\n")
+    loader = ConceptNetLoader(path, "cn", {"languages": languages})
+    skipped = 0
+    for line in lines:
+        if skip(line):
+            skipped += 1
+            fields = split_fields(SourceRef("f", 1), line.decode("utf-8").rstrip("\r\n"), FIELDS)
+            assert not isinstance(fields, Reject), line
+            assert loader._assertion(SourceRef("f", 1), fields, set(languages)) is None, line
+    assert skipped > 100  # the test does skip, else this proves nothing
 
 
 @pytest.mark.parametrize("content", [b"", b"\n  \n"])
