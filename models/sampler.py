@@ -276,6 +276,10 @@ class TripletStream(Dataset):
         per_batch = pairs_per_batch(spec.batch_size, spec.pair_fraction)
         self.pairs = self._read(lambda s: s.image_text_pairs(spec.pairs_kg), "reading image-text pairs")
         if not len(self.pairs[0]):
+            known = self._read(lambda s: s.list_kgs(), "listing KGs")
+            if spec.pairs_kg not in known:
+                raise ConfigError(f"data.pairs_kg={spec.pairs_kg!r}: no such KG in this database "
+                                  f"(it has: {', '.join(sorted(known)) or 'none'})")
             raise ConfigError(f"data.pairs_kg={spec.pairs_kg!r}: that KG has no '{IMAGE_OF}' or '{CAPTION_OF}' "
                               "triplets in its train split (kclip stats --kg NAME lists KGs and relations)")
         self.pairs_version = self._read(lambda s: s.content_version(spec.pairs_kg), "reading the content version") \

@@ -75,3 +75,6 @@ def test_training_with_pairs_kg_and_a_kg_without_pairs_is_refused(neo4j_settings
     wrong = config.model_copy(update={"data": config.data.model_copy(update={"pairs_kg": ring_kg})})
     with pytest.raises(ConfigError, match="has no 'image of'"):
         train(neo4j_settings, ring_kg, wrong, run_name=f"{ring_kg}-no-pairs", progress=False)
+    missing = config.model_copy(update={"data": config.data.model_copy(update={"pairs_kg": f"{ring_kg}-nowhere"})})
+    with pytest.raises(ConfigError, match="no such KG in this database"):
+        train(neo4j_settings, ring_kg, missing, run_name=f"{ring_kg}-missing-pairs", progress=False)
