@@ -132,7 +132,8 @@ class ConceptNetLoader(KGLoader):
 
 
 def _other_languages(languages: set[str]) -> Callable[[bytes], object]:
-    """A test on a raw line, true for an assertion between two concepts, one outside ``languages``.
+    """A test on a raw line, true for a line the full parse would skip: an assertion between two
+    concepts, one outside ``languages``, or one of a skipped relation.
 
     Such lines are dropped unread (about 90% of the real file when keeping English); anything
     that does not look like an assertion goes through the full checks and is rejected there.
