@@ -39,9 +39,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from kclip.models.downstream import evaluate_downstream_and_record
 from kclip.models.evaluate import evaluate_and_record
-from kclip.models.sampler import TripletStream, pairs_per_batch, spec_from_config
+from kclip.models.sampler import TripletStream, spec_from_config
 from kclip.models.train import resolve_init_from, train
-from kclip.models.train_config import TrainConfig
+from kclip.models.train_config import TrainConfig, pairs_per_batch
 from kclip.platform.neo4j_client import open_graph_store
 from kclip.platform.records import CAPTION_OF, IMAGE_OF
 from kclip.platform.registry import COMPARISON_HEADLINE, Registry
@@ -69,11 +69,6 @@ NA = "n/a"
 
 # -- the variants -------------------------------------------------------------------------------
 
-def starts_trained(config: TrainConfig) -> bool:
-    """Training starts from weights or a run (KD resolves on), as ``KnowledgeCLIP`` decides it."""
-    return config.model.pretrained is not None or config.model.init_from is not None
-
-
 def variant_config(config: TrainConfig, variant: str) -> TrainConfig:
     """The shared config with the variant's changes: losses and model only, never the data."""
     losses = config.losses.model_copy(update=LOSS_CHANGES[variant])
@@ -84,7 +79,7 @@ def variant_config(config: TrainConfig, variant: str) -> TrainConfig:
 def trained_parts(config: TrainConfig) -> tuple[frozenset[str], bool]:
     """(the loss terms that train something, whether the per-entity table is on): two configs with
     the same parts train the same model."""
-    terms = set(config.losses.resolved(starts_trained(config)).enabled())
+    terms = set(config.losses.resolved(config.model.starts_trained).enabled())
     if config.data.hops == 0:
         terms.discard("g2e")  # without neighbourhoods G2E has nothing to propagate
     return frozenset(terms), config.model.entity_embedding != "off"

@@ -16,7 +16,6 @@ from PIL import Image
 from torch.nn import functional as F
 
 from kclip.models.batch import TripletBatch
-from kclip.models.encoders import encode_text_tokens
 from kclip.models.features import Featurizer, featurizer_for
 from kclip.models.knowledge_clip import KnowledgeCLIP
 from kclip.models.train import latest_checkpoint, load_checkpoint
@@ -84,9 +83,9 @@ def _pooled(run: LoadedRun, entity_idx: torch.Tensor, tokens: torch.Tensor, text
     model = run.model
     out = torch.zeros(entity_idx.shape[0], model.embed_dim, device=run.device)
     if len(text_pos):
-        out[text_pos] = encode_text_tokens(model.clip, tokens.to(run.device)).pooled.float()
+        out[text_pos] = model.entity_embeddings(text_tokens=tokens.to(run.device))
     if len(image_pos):
-        out[image_pos] = model.clip.encode_image(images.to(run.device)).float()
+        out[image_pos] = model.entity_embeddings(images=images.to(run.device))
     return F.normalize(model.with_learned(out, entity_idx.to(run.device)), dim=-1)
 
 

@@ -106,6 +106,12 @@ class ModelConfig(BaseModel):
             raise ValueError(f"fusion_width {self.fusion_width} is not divisible by fusion_heads {self.fusion_heads}")
         return self
 
+    @property
+    def starts_trained(self) -> bool:
+        """Training starts from trained weights (a weights file or a run): knowledge worth keeping,
+        so KD is on unless the losses say otherwise (``LossWeights.resolved``)."""
+        return self.pretrained is not None or self.init_from is not None
+
 
 class Temperature(nn.Module):
     """A logit scale (1 / temperature), learnt in log space and clamped at 100 as in CLIP."""
@@ -149,9 +155,7 @@ class KnowledgeCLIP(nn.Module):
         self.clip, self.preprocess_train, self.preprocess_val, self.tokenizer = create_clip(
             config.clip, config.pretrained if load_pretrained else None
         )
-        # A trained start, weights file or run, is knowledge worth keeping: KD on by default.
-        self.weights = (weights or LossWeights()).resolved(
-            pretrained=config.pretrained is not None or config.init_from is not None)
+        self.weights = (weights or LossWeights()).resolved(pretrained=config.starts_trained)
         on = self.weights.enabled()
         text_width, image_width, self.embed_dim = towers_of(self.clip)
         self.fusion = self.entity_head = self.relation_head = self.gnn = self.unknown_relation = None

@@ -34,6 +34,7 @@ from kclip.models.batching import candidate_relations, triplet_batch, with_pair_
 from kclip.models.dgl_compat import import_dgl
 from kclip.models.features import Featurizer
 from kclip.models.neighbourhood import GraphProjection, SampledSubgraph, sample_subgraph
+from kclip.models.train_config import pairs_per_batch
 from kclip.platform.errors import ConfigError, KclipError
 from kclip.platform.graph_store import EntityRow, GraphStore, RelationRow, TripletArrays
 from kclip.platform.neo4j_client import connect, with_reconnect
@@ -113,11 +114,6 @@ class EpochPlan:
 
     def __len__(self) -> int:
         return len(self.batches)
-
-
-def pairs_per_batch(batch_size: int, pair_fraction: float) -> int:
-    """Rows of each batch given to image-text pairs; at least one row stays for the KG's triplets."""
-    return min(round(batch_size * pair_fraction), batch_size - 1)
 
 
 class PairCycle:

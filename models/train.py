@@ -103,7 +103,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.d
 
     The learned entity table has its own group: no decay (a row gets a gradient only when its
     entity is in the batch, while decay would shrink every row every step) and its own learning
-    rate, since it starts at zero and sees each row rarely, where the towers continue from CLIP
+    rate, since it starts small (``ENTITY_INIT_NORM``) and sees each row rarely, where the towers continue from CLIP
     at a fine-tuning rate (1e-5 in the ViT recipes) at which it would hardly move.
     """
     o = config.optim
@@ -384,7 +384,7 @@ def size_entity_table(settings: Settings, kg: str, model: ModelConfig) -> ModelC
         return model
     with open_graph_store(settings) as store:
         _, last, _ = store.entity_idx_range(kg)
-        has_images = store.stats(kg).entities.get("image", 0) > 0
+        has_images = store.entity_counts(kg).get("image", 0) > 0  # not stats(): that counts every triplet too
     if model.entity_embedding == "auto" and has_images:
         return model
     return model.model_copy(update={"entity_rows": last + 1})

@@ -50,10 +50,15 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _pairs_need_room(self) -> "DataConfig":
-        if self.pairs_kg and not round(self.batch_size * self.pair_fraction):
+        if self.pairs_kg and not pairs_per_batch(self.batch_size, self.pair_fraction):
             raise ValueError(f"data.pairs_kg={self.pairs_kg!r} needs room in each batch: set data.pair_fraction "
                              f"(say 0.25; {self.pair_fraction} of {self.batch_size} rows is no pair)")
         return self
+
+
+def pairs_per_batch(batch_size: int, pair_fraction: float) -> int:
+    """Rows of each batch given to image-text pairs; at least one row stays for the KG's triplets."""
+    return min(round(batch_size * pair_fraction), batch_size - 1)
 
 
 class OptimConfig(_Strict):

@@ -390,11 +390,15 @@ class GraphStore:
 
     def stats(self, kg: str) -> KGStats:
         stats = KGStats(kg=kg)
-        stats.entities = {r["modality"]: r["n"] for r in self.run(cypher.ENTITY_COUNTS, kg=kg)}
+        stats.entities = self.entity_counts(kg)
         stats.relations = self.run(cypher.RELATION_COUNT, kg=kg)[0]["n"]
         counts = {r["split"]: r["n"] for r in self.run(cypher.TRIPLET_COUNTS, kg=kg)}
         stats.triplets = {s: counts.get(s, 0) for s in SPLITS}
         return stats
+
+    def entity_counts(self, kg: str) -> dict[str, int]:
+        """{modality: number of entities} of the KG (one index read; ``stats`` also counts triplets)."""
+        return {r["modality"]: r["n"] for r in self.run(cypher.ENTITY_COUNTS, kg=kg)}
 
     def relations(self, kg: str) -> list[RelationRow]:
         return [RelationRow(r["idx"], r["name"], r["text"]) for r in self.run(cypher.RELATIONS, kg=kg)]
