@@ -473,24 +473,26 @@ SET_SEARCH_KEY = "MATCH (k:KG {name: $kg}) SET k.search_key = $kg_key"
 # word) and $prefix (the last word only as the start of one) match disjoint sets, so whole-word
 # matches come first however scores fall. Each set is read whole and the page sliced from the two
 # (the procedure's own {skip, limit} orders ties differently for each limit, so that on WN18RR some
-# landed on two pages and others on none). Within a set: Lucene's order (by score; ties in a fixed
-# order while the index is unchanged), or, in SEARCH_ENTITIES_SORTED, by score, then the shorter
-# text, then id: for "circ", "circle" before a caption that mentions a circle (prefix matches tie,
-# and Lucene's order of ties changes as other KGs are written to the shared index). Sorting reads
-# every match's text: 190 ms for WN18RR's 33k matches of "a", so GraphStore sorts up to
-# SORTED_SEARCH_MAX matches. Rows: [idx, id, modality, text, image, image_box, score].
-_SEARCH_TEMPLATE = """
-CALL () { CALL db.index.fulltext.queryNodes($index, $exact) YIELD node, score <order>
-          RETURN collect([node, score]) AS exact }
-CALL () { CALL db.index.fulltext.queryNodes($index, $prefix) YIELD node, score <order>
-          RETURN collect([node, score]) AS prefix }
-RETURN size(exact) + size(prefix) AS total,
-       [hit IN (exact + prefix)[$skip..$skip + $limit] |
+# landed on two pages and others on none). Within a set: by score, then the shorter text, then id,
+# where at most $sort_max match: for "circ", "circle" before a caption that mentions a circle
+# (prefix matches tie, and Lucene's order of ties changes as other KGs are written to the shared
+# index). Sorting reads every match's text (190 ms for WN18RR's 33k matches of "a"), so larger sets
+# keep Lucene's order (by score; ties in a fixed order while the index is unchanged).
+# Rows: [idx, id, modality, text, image, image_box, score].
+SEARCH_ENTITIES = """
+CALL () { CALL db.index.fulltext.queryNodes($index, $exact) YIELD node, score RETURN collect([node, score]) AS exact }
+CALL () { CALL db.index.fulltext.queryNodes($index, $prefix) YIELD node, score RETURN collect([node, score]) AS prefix }
+WITH exact, prefix, size(exact) + size(prefix) AS total
+CALL (exact, prefix, total) {
+  UNWIND CASE WHEN total <= $sort_max THEN [hit IN exact | [0, hit]] + [hit IN prefix | [1, hit]] ELSE [] END AS tagged
+  WITH tagged ORDER BY tagged[0], tagged[1][1] DESC, size(coalesce(tagged[1][0].text, tagged[1][0].id)), tagged[1][0].id
+  RETURN collect(tagged[1]) AS sorted
+}
+WITH total, CASE WHEN total <= $sort_max THEN sorted ELSE exact + prefix END AS hits
+RETURN total,
+       [hit IN hits[$skip..$skip + $limit] |
         [hit[0].idx, hit[0].id, hit[0].modality, hit[0].text, hit[0].image, hit[0].image_box, hit[1]]] AS page
 """
-SEARCH_ENTITIES = _SEARCH_TEMPLATE.replace("<order>", "")
-SEARCH_ENTITIES_SORTED = _SEARCH_TEMPLATE.replace(
-    "<order>", "WITH node, score ORDER BY score DESC, size(coalesce(node.text, node.id)), node.id")
 SORTED_SEARCH_MAX = 5000
 _LUCENE_SPECIAL = re.compile(r'([+\-&|!(){}\[\]^"~*?:\\/])')
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")

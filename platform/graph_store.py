@@ -465,10 +465,8 @@ class GraphStore:
         query = cypher.search_query(kg, text)
         if query is None:
             return SearchPage([], 0, skip, 0, 0)
-        args = dict(index=cypher.SEARCH_INDEX, exact=query.exact, prefix=query.prefix, skip=skip, limit=limit)
-        row = self.run(cypher.SEARCH_ENTITIES, **args)[0]
-        if 0 < row["total"] <= cypher.SORTED_SEARCH_MAX:  # few enough to order ties by text length
-            row = self.run(cypher.SEARCH_ENTITIES_SORTED, **args)[0]
+        row = self.run(cypher.SEARCH_ENTITIES, index=cypher.SEARCH_INDEX, exact=query.exact, prefix=query.prefix,
+                       skip=skip, limit=limit, sort_max=cypher.SORTED_SEARCH_MAX)[0]
         if not row["total"] and not self.search_ready(kg):
             raise GraphStoreError(f"KG {kg!r} cannot be searched yet: Neo4j's search index predates this kclip. "
                                   f"`kclip search WORD --kg {kg}` (or any `kclip load`) updates it, once.")
