@@ -440,7 +440,8 @@ def _set_initial_password_once(java: str, lib: Path, state: Path, password: str)
     quoted = '"' + password.replace("\\", "\\\\").replace('"', '\\"') + '"'
     fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"org.neo4j.cli.AdminTool dbms set-initial-password {quoted}\n")
+        # `--` ends the options: a password starting with '-' (1 in 64 generated ones) is not an option.
+        f.write(f"org.neo4j.cli.AdminTool dbms set-initial-password -- {quoted}\n")
     env = {**os.environ, "NEO4J_HOME": str(state), "NEO4J_CONF": str(state / "conf")}
     try:
         cmd = [java, "-cp", f"{lib}/*", f"@{argfile}"]

@@ -40,7 +40,10 @@ def own_neo4j(neo4j_settings, tmp_path_factory):
         pytest.skip("killing Neo4j needs the local service (KCLIP_NEO4J_URI or Docker is in use)")
     settings = load_settings(home=tmp_path_factory.mktemp("lost-home"), cache_path=neo4j_settings.cache_dir,
                              neo4j_state_dir=tmp_path_factory.mktemp("lost-neo4j"), neo4j_bolt_port=free_port(),
-                             neo4j_heap="512m", neo4j_pagecache="128m")
+                             neo4j_heap="512m", neo4j_pagecache="128m",
+                             # A password Neo4j's admin tool could take for an option, with quotes and
+                             # a backslash: the initial-password step must pass it through as is.
+                             neo4j_password=SecretStr('-starts-with-a-dash "quoted" back\\slash'))
     local_neo4j.start(settings)
     yield settings
     local_neo4j.stop(settings)
@@ -48,7 +51,7 @@ def own_neo4j(neo4j_settings, tmp_path_factory):
 
 def _env(settings: Settings) -> dict[str, str]:
     return {**os.environ, "KCLIP_HOME": str(settings.home), "KCLIP_NEO4J_URI": settings.bolt_uri,
-            "KCLIP_NEO4J_PASSWORD": local_neo4j.stored_password(settings), "KCLIP_CACHE_DIR": str(settings.cache_dir)}
+            "KCLIP_NEO4J_PASSWORD": local_neo4j.login_password(settings), "KCLIP_CACHE_DIR": str(settings.cache_dir)}
 
 
 def _kill_when_triplets_land(settings: Settings, kg: str, load: subprocess.Popen) -> float:
