@@ -313,7 +313,8 @@ class VisualGenomeLoader(KGLoader):
         scene.entities.extend(self.entity_once(scene.source, entity_id, modality="text", text=text))
 
     def _triplet(self, scene: _Scene, head: str, relation: str, tail: str) -> None:
-        scene.entities.extend(self.first_use(relation, scene.source, normalise(relation)))
+        if relation not in self.relations_used:  # its text never changes: only a first use yields
+            scene.entities.extend(self.first_use(relation, scene.source, normalise(relation)))
         scene.triplets.append(self.make(Triplet, scene.source, head=head, relation=relation, tail=tail,
                                         split=scene.split))
 

@@ -14,6 +14,11 @@ Two passes, so that bad input never half-lands:
 Writes are idempotent (MERGE on each record's identity), so loading the same data twice changes
 nothing and a load killed half-way ends complete when run again. A KG with no entities or no
 triplets yet takes a faster CREATE path, duplicates having been dropped in pass 1.
+
+A KG new to the database has nothing to lose, so its entities are written during pass 1, in the
+writer threads, while the loader reads on (Neo4j and the parsing then share the cores); a load
+that ends refused, or is interrupted before pass 2, drops the KG and the media files it added
+(``_discard_new_kg``), so refusal still leaves the graph and the media store as they were.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from kclip.platform.errors import InputError, LoadRefused
 from kclip.platform.graph_store import GraphStore, WriteCounts, entity_properties
 from kclip.platform.kg_lock import DEFAULT_WAIT_S, kg_write_lock
 from kclip.platform.neo4j_client import reporting_lost_neo4j
-from kclip.platform.media import BadImage, ImageInfo, MediaStore, StoredImage, check_image, region_size
+from kclip.platform.media import BadImage, ImageInfo, MediaStore, StoredImage, check_image, delete_media, region_size
 from kclip.platform.progress import Progress
 from kclip.platform.records import Entity, ImageSource, Reject, Relation, SourceRef, Triplet
 
@@ -119,7 +124,7 @@ class _Spool:
 class _Validation:
     """What pass 1 learned: the good rows (spooled), the bad ones, and the relations."""
 
-    entities: _Spool
+    entities: "_Spool | _EntityWrites"  # written in pass 2, or at once for a new KG
     triplets: _Spool
     relations: dict[str, Relation] = field(default_factory=dict)
     entity_seen: dict[str, tuple[int, SourceRef | None]] = field(default_factory=dict)
@@ -162,17 +167,27 @@ def load_kg(store: GraphStore, loader: KGLoader, media: MediaStore, *, skip_bad:
                 "is back to finish the load")
 
     with (reporting_lost_neo4j(written_so_far), kg_write_lock(store, kg, wait=wait),
-          tempfile.TemporaryDirectory(prefix="kclip-load-") as tmp):
+          tempfile.TemporaryDirectory(prefix="kclip-load-") as tmp, _ParallelWriter() as writer):
         store.ensure_schema()
-        checked = _validate(store, loader, Path(tmp), progress, media)
-        if checked.error_count and not skip_bad:
-            raise LoadRefused(checked.errors[:MAX_ERRORS_SHOWN], checked.error_count)
+        entities = _EntityWrites(store, kg, media, summary, writer)
+        new_kg = kg not in store.list_kgs()
+        if new_kg:
+            store.ensure_kg(kg)
+            entities.fresh = True
+        try:
+            checked = _validate(store, loader, Path(tmp), progress, media, entities if new_kg else None)
+            if checked.error_count and not skip_bad:
+                raise LoadRefused(checked.errors[:MAX_ERRORS_SHOWN], checked.error_count)
+        except BaseException:
+            if new_kg:
+                _discard_new_kg(store, media, kg, entities)
+            raise
         summary.unparsed_rows = checked.rejected.pop("row", 0)
         for kind, n in checked.rejected.items():
             getattr(summary, kind).rejected = n
         if checked.error_count:
             summary.rejects_path = _write_rejects(checked, rejects_path or Path(f"rejects-{kg}.tsv"))
-        _write(store, kg, checked, media, summary, progress)
+        _write(store, kg, checked, entities, writer, summary, progress)
         summary.leaked = {split: n for split, n in store.split_overlap(kg).items() if n}
     summary.seconds = time.perf_counter() - started
     return summary
@@ -180,8 +195,11 @@ def load_kg(store: GraphStore, loader: KGLoader, media: MediaStore, *, skip_bad:
 
 # -- pass 1 ------------------------------------------------------------------------------------
 
-def _validate(store: GraphStore, loader: KGLoader, tmp: Path, progress: bool, media: MediaStore) -> _Validation:
-    checked = _Validation(entities=_Spool(tmp, "entities"), triplets=_Spool(tmp, "triplets"))
+def _validate(store: GraphStore, loader: KGLoader, tmp: Path, progress: bool, media: MediaStore,
+              early_entities: "_EntityWrites | None" = None) -> _Validation:
+    """Pass 1; good entity rows go to ``early_entities`` (written at once) when given, else to a spool."""
+    entities = early_entities if early_entities is not None else _Spool(tmp, "entities")
+    checked = _Validation(entities=entities, triplets=_Spool(tmp, "triplets"))
     images = _ImageChecks(checked, media.max_image_pixels)
     total_bytes = sum(p.stat().st_size for p in loader.input_files())
     try:
@@ -372,54 +390,107 @@ class _ParallelWriter:
         while self._futures:
             self._futures.pop(0).result()
 
-    def close(self) -> None:
+    def __enter__(self) -> "_ParallelWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write(store: GraphStore, kg: str, checked: _Validation, media: MediaStore,
+class _EntityWrites:
+    """Entity rows (as pass 1 checked them) written in batches by the writer threads, images put
+    in the media store on the way; collects each entity's node element id for the triplets.
+
+    Pass 2 feeds it the spooled batches; for a new KG, pass 1 appends rows one by one instead."""
+
+    def __init__(self, store: GraphStore, kg: str, media: MediaStore, summary: LoadSummary, writer: _ParallelWriter):
+        self._store, self._kg, self._summary, self._writer = store, kg, summary, writer
+        self.stored = _StoredSources(media)
+        self.nodes: dict[str, str] = {}
+        self.lock = threading.Lock()  # writer threads add to nodes and the summary
+        self.fresh = False  # no entity of the KG existed before: CREATE instead of MERGE
+        self.on_written: Callable[[int], None] | None = None
+        self.count = 0  # rows appended
+        self._batch: list = []
+
+    def append(self, row: tuple) -> None:
+        self._batch.append(row)
+        self.count += 1
+        if len(self._batch) >= ENTITY_BATCH:
+            self.submit(self._batch)
+            self._batch = []
+
+    def submit(self, batch: list) -> None:
+        self._writer.submit(self._write, batch)
+
+    def finish(self) -> None:
+        """Write what is left and wait for every batch (re-raising a failed one)."""
+        if self._batch:
+            self.submit(self._batch)
+            self._batch = []
+        self._writer.drain()
+
+    def _write(self, batch: list) -> None:
+        # Images are stored here, in the writer threads: reading and hashing them in parallel
+        # with the other batches' Neo4j writes (hashlib releases the GIL).
+        rows = [_entity_row(e, props, image, whole, self.stored) for e, props, image, whole in batch]
+        counts, written = self._store.write_entities(self._kg, rows, fresh=self.fresh)
+        with self.lock:
+            self.nodes.update(written)
+            self._summary.entities.record(counts)
+            if self.on_written is not None:
+                self.on_written(len(rows))
+
+
+def _discard_new_kg(store: GraphStore, media: MediaStore, kg: str, entities: _EntityWrites) -> None:
+    """Undo a new KG's load that will not finish (refused, interrupted): its graph and the media
+    files it added that no other KG uses. Best effort: the exception being raised is the news (with
+    Neo4j gone, it says a rerun finishes the load)."""
+    try:
+        entities.finish()  # no batch may land after the drop
+    except Exception:
+        pass  # a failed batch: what it wrote, if anything, goes with the rest
+    try:
+        created = entities.stored.created_keys()
+        delete_media(media, created - store.media_keys_used_elsewhere(kg, created))
+        store.drop_kg(kg)
+    except Exception:
+        pass
+
+
+def _write(store: GraphStore, kg: str, checked: _Validation, entities: _EntityWrites, writer: _ParallelWriter,
            summary: LoadSummary, progress: bool) -> None:
     store.ensure_kg(kg)
-    fresh_entities = not store.has_entities(kg)
     fresh_triplets = not store.has_triplets(kg)
     rel_idx, counts = store.write_relations(kg, checked.relations.values())
     summary.relations.record(counts)
     summary.entities.present += checked.duplicate_entities
-    nodes = dict(checked.existing_nodes)
-    stored = _StoredSources(media)
-    counted = threading.Lock()  # writer threads add to the summary
-    writer = _ParallelWriter()
-    try:
+    if checked.entities is entities:  # a new KG's: written during pass 1
+        entities.finish()
+    else:
+        entities.fresh = not store.has_entities(kg)
         with Progress(f"writing {kg} entities", total=checked.entities.count, unit="entities", enabled=progress) as bar:
-            def write_entities(batch: list) -> None:
-                # Images are stored here, in the writer threads: reading and hashing them in
-                # parallel with the other batches' Neo4j writes (hashlib releases the GIL).
-                rows = [_entity_row(e, props, image, whole, stored) for e, props, image, whole in batch]
-                counts, written = store.write_entities(kg, rows, fresh=fresh_entities)
-                with counted:
-                    nodes.update(written)
-                    summary.entities.record(counts)
-                    bar.advance(len(rows))
-
+            entities.on_written = bar.advance
             for batch in _batches(checked.entities, ENTITY_BATCH):
-                writer.submit(write_entities, batch)
-            writer.drain()  # every triplet's ends must exist before the triplets go in
-        store.touch_content(kg)
-        with Progress(f"writing {kg} triplets", total=checked.triplets.count, unit="triplets", enabled=progress) as bar:
-            def write_triplets(split: str, rows: list[list], n: int) -> None:
-                counts = store.write_triplets(kg, rows, split, fresh=fresh_triplets)
-                with counted:
-                    summary.triplets.record(counts)
-                    bar.advance(n)
+                entities.submit(batch)
+            entities.finish()  # every triplet's ends must exist before the triplets go in
+    store.touch_content(kg)
+    nodes = {**checked.existing_nodes, **entities.nodes}
+    counted = entities.lock
+    with Progress(f"writing {kg} triplets", total=checked.triplets.count, unit="triplets", enabled=progress) as bar:
+        def write_triplets(split: str, rows: list[list], n: int) -> None:
+            counts = store.write_triplets(kg, rows, split, fresh=fresh_triplets)
+            with counted:
+                summary.triplets.record(counts)
+                bar.advance(n)
 
-            for batch in _batches(checked.triplets, TRIPLET_BATCH):
-                by_split, repeated = _triplet_rows(batch, checked, rel_idx, nodes, fresh_triplets)
-                with counted:
-                    summary.triplets.present += repeated
-                for split, rows in by_split.items():
-                    writer.submit(write_triplets, split, rows, len(rows))
-            writer.drain()
-    finally:
-        writer.close()
+        for batch in _batches(checked.triplets, TRIPLET_BATCH):
+            by_split, repeated = _triplet_rows(batch, checked, rel_idx, nodes, fresh_triplets)
+            with counted:
+                summary.triplets.present += repeated
+            for split, rows in by_split.items():
+                writer.submit(write_triplets, split, rows, len(rows))
+        writer.drain()
 
 
 def _triplet_rows(batch: list, checked: _Validation, rel_idx: dict[str, int], nodes: dict[str, str],
@@ -449,6 +520,7 @@ class _StoredSources:
     def __init__(self, media: MediaStore):
         self._media = media
         self._stored: dict[str, StoredImage] = {}
+        self._created: set[str] = set()  # keys of files this load added to the store
         self._lock = threading.Lock()
 
     def put(self, path: str, info: ImageInfo) -> StoredImage:
@@ -459,7 +531,13 @@ class _StoredSources:
             known = self._media.put_file(Path(path), info)
             with self._lock:
                 self._stored[path] = known
+                if known.created:
+                    self._created.add(known.key)
         return known
+
+    def created_keys(self) -> set[str]:
+        with self._lock:
+            return set(self._created)
 
 
 def _entity_row(entity_id: str, props: dict, image: tuple[str, tuple[int, int, int, int] | None] | None,

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -54,6 +54,7 @@ class StoredImage:
     key: str
     width: int
     height: int
+    created: bool = field(default=False, compare=False)  # this call wrote the file (not in the store before)
 
 
 def check_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImageInfo:
@@ -130,9 +131,10 @@ class MediaStore:
             raise BadImage(f"unreadable image {path}: {exc}") from None
         key = f"{hashlib.sha256(data).hexdigest()}.{_FORMAT_EXT.get(info.format or '', 'img')}"
         target = self.path(key)
-        if not target.exists():
+        created = not target.exists()
+        if created:
             _write_atomically(target, data)
-        return StoredImage(key, info.width, info.height)
+        return StoredImage(key, info.width, info.height, created)
 
     def entity_image(self, key: str, box: Sequence[int] | None = None, min_side: int | None = None) -> Image.Image:
         """An image entity's pixels as RGB: the stored image, or the ``box`` (x, y, w, h) cut from it.

@@ -63,11 +63,15 @@ class Dataset:
 
 
 def write_jpeg(path: Path) -> Path:
-    """A real 800x600 JPEG (a gradient, so it has some content to cut in half)."""
+    """A real 800x600 JPEG (a gradient, so it has some content to cut in half).
+
+    Its path is in a JPEG comment, so its bytes are this test's own: Neo4j is shared by the tests,
+    media stores are not, and a refused load keeps the files that another KG's entities reference.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     ramp = Image.linear_gradient("L").resize((800, 600))
     Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT), ramp.rotate(90))).save(
-        path, quality=90)
+        path, quality=90, comment=str(path).encode())
     return path
 
 

@@ -176,3 +176,72 @@ def test_a_load_warns_when_dev_triplets_are_also_in_train(graph_store, media_sto
     clean = load_kg(graph_store, TsvLoader(write_tsv(tmp_path / "clean", train), kg_name + "x"), media_store,
                     progress=False)
     assert clean.leaked == {} and clean.leak_warning() is None
+
+
+def _conceptnet_gz(path: Path, lines: int, tail: bytes = b"") -> Path:
+    import gzip
+
+    rows = "".join(f"/a/[/r/IsA/,/c/en/w{i}/,/c/en/k{i}/]\t/r/IsA\t/c/en/w{i}\t/c/en/k{i}\t{{}}\n" for i in range(lines))
+    path.write_bytes(gzip.compress(rows.encode() + tail))
+    return path
+
+
+def _count_entity_writes(store, monkeypatch, batch: int) -> list[int]:
+    """The sizes of the entity batches written, in order; batches of ``batch`` rows."""
+    from kclip.platform import ingest
+
+    monkeypatch.setattr(ingest, "ENTITY_BATCH", batch)
+    calls: list[int] = []
+    original = store.write_entities
+
+    def counted(kg, rows, fresh=False):
+        calls.append(len(rows))
+        return original(kg, rows, fresh=fresh)
+
+    monkeypatch.setattr(store, "write_entities", counted)
+    return calls
+
+
+@pytest.mark.parametrize("failure", ["refused", "corrupt gzip"])
+def test_a_new_kg_written_while_checking_is_removed_when_the_load_fails(graph_store, media_store, kg_name, tmp_path,
+                                                                       monkeypatch, failure):
+    from kclip.kg_loaders.conceptnet import ConceptNetLoader
+
+    # 20,000 lines: over 1 MB, so the gzip stream is read in more than one block
+    path = _conceptnet_gz(tmp_path / "assertions.csv.gz", 20_000, b"not an assertion\n" if failure == "refused" else b"")
+    if failure == "corrupt gzip":
+        path.write_bytes(path.read_bytes()[:-200])  # cut near the end: an error once most lines are read
+    writes = _count_entity_writes(graph_store, monkeypatch, batch=2_000)
+    with pytest.raises(LoadRefused if failure == "refused" else InputError):
+        load_kg(graph_store, ConceptNetLoader(path, kg=kg_name), media_store, progress=False)
+    assert sum(writes) >= 20_000  # a new KG: its entities were written before the input was all read
+    assert kg_name not in graph_store.list_kgs() and graph_store.stats(kg_name).total_entities == 0
+
+
+def test_a_refused_new_kg_removes_the_media_files_it_added_and_keeps_the_others(graph_store, media_store, kg_name,
+                                                                                tmp_path, monkeypatch):
+    from PIL import Image
+
+    from kclip.kg_loaders.image_text import ImageTextLoader
+    from test_regions import stored_files
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, colour in (("shared.jpg", "red"), ("own.jpg", "blue"), ("broken.jpg", "green")):
+        Image.new("RGB", (64, 48), colour).save(images / name, comment=str(tmp_path).encode())
+    (images / "broken.jpg").write_bytes((images / "broken.jpg").read_bytes()[:300])
+    first = tmp_path / "first.csv"
+    first.write_text("image,caption\nimages/shared.jpg,a red square\n", encoding="utf-8")
+    other = f"{kg_name}-other"
+    load_kg(graph_store, ImageTextLoader(first, kg=other), media_store, progress=False)
+    before = {p: p.read_bytes() for p in stored_files(media_store)}
+    other_before = snapshot(graph_store, other)
+    second = tmp_path / "second.csv"
+    second.write_text("image,caption\nimages/shared.jpg,red\nimages/own.jpg,blue\nimages/broken.jpg,green\n",
+                      encoding="utf-8")
+    writes = _count_entity_writes(graph_store, monkeypatch, batch=1)
+    with pytest.raises(LoadRefused, match="broken.jpg"):
+        load_kg(graph_store, ImageTextLoader(second, kg=kg_name), media_store, progress=False)
+    assert len(writes) >= 2  # both good photos' entities were written (and own.jpg stored) while checking
+    assert {p: p.read_bytes() for p in stored_files(media_store)} == before
+    assert kg_name not in graph_store.list_kgs() and snapshot(graph_store, other) == other_before

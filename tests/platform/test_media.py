@@ -79,6 +79,7 @@ def test_files_are_stored_once_as_they_are(tmp_path):
     source = photo(tmp_path / "a.jpg")
     first, again = media.put_file(source), media.put_file(source, check_image(source))
     assert first == again and first.key.endswith(".jpg") and (first.width, first.height) == (800, 600)
+    assert first.created and not again.created  # a refused load removes only the files it added
     assert media.path(first.key).read_bytes() == source.read_bytes()
     assert [p for p in (tmp_path / "media").rglob("*") if p.is_file()] == [media.path(first.key)]
 
