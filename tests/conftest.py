@@ -10,12 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from ports import free_port
 from kclip.platform.graph_store import GraphStore
 from kclip.platform.media import MediaStore
 from kclip.platform.neo4j_client import connect
@@ -24,11 +24,6 @@ from kclip.platform.settings import Settings, load_settings
 WN18RR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "wn18rr"
 DOCKER_IMAGE = "neo4j:5.26-community"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def docker_engine_answers() -> bool:

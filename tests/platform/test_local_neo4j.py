@@ -21,21 +21,17 @@ from neo4j.exceptions import AuthError
 from kclip.platform import local_neo4j
 from kclip.platform.errors import ServiceError
 from kclip.platform.settings import Settings
+from ports import free_port
 
 LOOPBACK_HEX = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _settings(state_dir: Path, home: Path | None = None, port: int | None = None) -> Settings:
     return Settings(
         home=home or Settings().home,  # the real cache, shared with every other state dir
         neo4j_state_dir=state_dir,
-        neo4j_bolt_port=port or _free_port(),
+        neo4j_bolt_port=port or free_port(),
         neo4j_user="neo4j",
         neo4j_password=None,  # exercise the generated, stored password
         neo4j_heap="512m",

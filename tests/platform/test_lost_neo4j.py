@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import time
 import pytest
 from pydantic import SecretStr
 from kg_data import triplet_counts, write_dataset
+from ports import free_port
 
 from kclip.platform import local_neo4j
 from kclip.platform.errors import Neo4jLost
@@ -27,11 +27,6 @@ from kclip.platform.settings import Settings, load_settings
 
 ENTITIES, TRIPLETS = 20_000, 60_000  # a few seconds of writes: long enough to kill Neo4j mid-way
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

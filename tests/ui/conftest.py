@@ -12,7 +12,8 @@ import streamlit as st
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
-from ui_browser import WAIT, free_port, require_browser, screenshot
+from ports import free_port
+from ui_browser import WAIT, require_browser, screenshot
 
 from kclip.kg_loaders.synth_scene_graphs import SynthSummary, generate_scene_graphs
 from kclip.kg_loaders.visual_genome import VisualGenomeLoader

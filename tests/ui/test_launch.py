@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ui_browser import free_port
+from ports import free_port
 
 from kclip.ui.launch import wait_until_healthy
 

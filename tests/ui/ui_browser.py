@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import Callable, TypeVar
 from urllib.parse import parse_qs, urlparse
@@ -29,11 +28,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WAIT = 60  # seconds for any one step; the first page run pays for imports and connecting to Neo4j
 T = TypeVar("T")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_browser() -> tuple[str, str]:
