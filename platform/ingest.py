@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 import tempfile
@@ -423,6 +424,14 @@ class _EntityWrites:
     def submit(self, batch: list) -> None:
         self._writer.submit(self._write, batch)
 
+    def cancel(self) -> None:
+        """Write nothing more; wait for the batches in flight (their errors no longer matter)."""
+        self._batch = []
+        try:
+            self._writer.drain()
+        except Exception:
+            pass
+
     def finish(self) -> None:
         """Write what is left and wait for every batch (re-raising a failed one)."""
         if self._batch:
@@ -443,19 +452,18 @@ class _EntityWrites:
 
 
 def _discard_new_kg(store: GraphStore, media: MediaStore, kg: str, entities: _EntityWrites) -> None:
-    """Undo a new KG's load that will not finish (refused, interrupted): its graph and the media
-    files it added that no other KG uses. Best effort: the exception being raised is the news (with
-    Neo4j gone, it says a rerun finishes the load)."""
-    try:
-        entities.finish()  # no batch may land after the drop
-    except Exception:
-        pass  # a failed batch: what it wrote, if anything, goes with the rest
+    """Undo a new KG's load that will not finish (refused, failed, interrupted): its graph and the
+    media files it added that no other KG uses. The exception being raised stays the news; if the
+    undoing fails too (Neo4j gone), one line says what is left and how to remove it."""
+    entities.cancel()  # no batch may land after the drop
     try:
         created = entities.stored.created_keys()
         delete_media(media, created - store.media_keys_used_elsewhere(kg, created))
         store.drop_kg(kg)
-    except Exception:
-        pass
+    except Exception as exc:
+        print(f"note: could not remove KG {kg!r}, written in part before the load stopped ({type(exc).__name__}): "
+              f"`kclip drop --kg {kg} --yes` removes it; with good input, running the load again finishes it",
+              file=sys.stderr)
 
 
 def _write(store: GraphStore, kg: str, checked: _Validation, entities: _EntityWrites, writer: _ParallelWriter,

@@ -245,3 +245,22 @@ def test_a_refused_new_kg_removes_the_media_files_it_added_and_keeps_the_others(
     assert len(writes) >= 2  # both good photos' entities were written (and own.jpg stored) while checking
     assert {p: p.read_bytes() for p in stored_files(media_store)} == before
     assert kg_name not in graph_store.list_kgs() and snapshot(graph_store, other) == other_before
+
+
+def test_a_new_kg_that_cannot_be_removed_after_a_refusal_says_so(graph_store, media_store, kg_name, tmp_path,
+                                                                monkeypatch, capsys):
+    from kclip.kg_loaders.conceptnet import ConceptNetLoader
+    from kclip.platform.errors import GraphStoreError
+
+    path = _conceptnet_gz(tmp_path / "assertions.csv.gz", 100, b"not an assertion\n")
+    _count_entity_writes(graph_store, monkeypatch, batch=10)
+
+    def lost(kg, **_):
+        raise GraphStoreError("Neo4j went away")
+
+    monkeypatch.setattr(graph_store, "drop_kg", lost)
+    with pytest.raises(LoadRefused, match="assertions.csv.gz:101"):
+        load_kg(graph_store, ConceptNetLoader(path, kg=kg_name), media_store, progress=False)
+    assert f"kclip drop --kg {kg_name} --yes" in capsys.readouterr().err
+    monkeypatch.undo()
+    graph_store.drop_kg(kg_name)
