@@ -241,8 +241,8 @@ class KGLoader(ABC):
         for first, lines in self.raw_blocks(path):
             numbered: Iterator[tuple[int, bytes]] = zip(count(first), lines)
             if skip is not None:
-                # The test runs over the whole block in C (map, compress): no Python per skipped
-                # line, which at ConceptNet's 90% skipped was a tenth of a load.
+                # The test runs over the whole block in C (map, compress): no Python bytecode per
+                # skipped line (ConceptNet skips 90% of its lines when keeping one language).
                 keep = list(map(not_, map(skip, lines)))
                 if not all(keep):
                     seen_content = True
