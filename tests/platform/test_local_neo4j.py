@@ -97,6 +97,14 @@ def test_bolt_listens_on_loopback_only(service: Settings):
     assert listening and set(listening) <= LOOPBACK_HEX
 
 
+def test_transaction_logs_are_bounded(service: Settings):
+    # Neo4j's default keeps two days of them: gigabytes after a day of loads and drops.
+    with _driver(service) as driver:
+        rows = driver.execute_query("SHOW SETTINGS YIELD name, value "
+                                    "WHERE name = 'db.tx_log.rotation.retention_policy' RETURN value").records
+    assert [r["value"] for r in rows] == [local_neo4j.TX_LOG_RETENTION] and local_neo4j.TX_LOG_RETENTION.endswith("size")
+
+
 def test_load_csv_reads_the_import_dir(service: Settings):
     (service.neo4j_dir / "import" / "x.csv").write_text("id,name\n1,a\n2,b\n")
     with _driver(service) as driver:
