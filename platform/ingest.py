@@ -123,9 +123,10 @@ class _Spool:
 
 @dataclass
 class _Validation:
-    """What pass 1 learned: the good rows (spooled), the bad ones, and the relations."""
+    """What pass 1 learned: the good rows (entities spooled, or already written for a new KG;
+    triplets spooled), the bad ones, and the relations."""
 
-    entities: "_Spool | _EntityWrites"  # written in pass 2, or at once for a new KG
+    entities: "_Spool | _EntityWrites"
     triplets: _Spool
     relations: dict[str, Relation] = field(default_factory=dict)
     entity_seen: dict[str, tuple[int, SourceRef | None]] = field(default_factory=dict)
@@ -170,13 +171,15 @@ def load_kg(store: GraphStore, loader: KGLoader, media: MediaStore, *, skip_bad:
     with (reporting_lost_neo4j(written_so_far), kg_write_lock(store, kg, wait=wait),
           tempfile.TemporaryDirectory(prefix="kclip-load-") as tmp, _ParallelWriter() as writer):
         store.ensure_schema()
-        entities = _EntityWrites(store, kg, media, summary, writer)
         new_kg = kg not in store.list_kgs()
         if new_kg:
             store.ensure_kg(kg)
-            entities.fresh = True
+        # The lock is held from here to the end: whether the KG has entities cannot change meanwhile.
+        entities = _EntityWrites(store, kg, media, summary, writer, fresh=new_kg or not store.has_entities(kg))
         try:
-            checked = _validate(store, loader, Path(tmp), progress, media, entities if new_kg else None)
+            # A new KG's entities are written as pass 1 checks them; others wait in a spool.
+            sink = entities if new_kg else _Spool(Path(tmp), "entities")
+            checked = _validate(store, loader, Path(tmp), progress, media, sink)
             if checked.error_count and not skip_bad:
                 raise LoadRefused(checked.errors[:MAX_ERRORS_SHOWN], checked.error_count)
         except BaseException:
@@ -197,9 +200,8 @@ def load_kg(store: GraphStore, loader: KGLoader, media: MediaStore, *, skip_bad:
 # -- pass 1 ------------------------------------------------------------------------------------
 
 def _validate(store: GraphStore, loader: KGLoader, tmp: Path, progress: bool, media: MediaStore,
-              early_entities: "_EntityWrites | None" = None) -> _Validation:
-    """Pass 1; good entity rows go to ``early_entities`` (written at once) when given, else to a spool."""
-    entities = early_entities if early_entities is not None else _Spool(tmp, "entities")
+              entities: "_Spool | _EntityWrites") -> _Validation:
+    """Pass 1; good entity rows are appended to ``entities``."""
     checked = _Validation(entities=entities, triplets=_Spool(tmp, "triplets"))
     images = _ImageChecks(checked, media.max_image_pixels)
     total_bytes = sum(p.stat().st_size for p in loader.input_files())
@@ -404,12 +406,13 @@ class _EntityWrites:
 
     Pass 2 feeds it the spooled batches; for a new KG, pass 1 appends rows one by one instead."""
 
-    def __init__(self, store: GraphStore, kg: str, media: MediaStore, summary: LoadSummary, writer: _ParallelWriter):
+    def __init__(self, store: GraphStore, kg: str, media: MediaStore, summary: LoadSummary, writer: _ParallelWriter,
+                 fresh: bool):
         self._store, self._kg, self._summary, self._writer = store, kg, summary, writer
+        self._fresh = fresh  # no entity of the KG existed before: CREATE instead of MERGE
         self.stored = _StoredSources(media)
         self.nodes: dict[str, str] = {}
         self.lock = threading.Lock()  # writer threads add to nodes and the summary
-        self.fresh = False  # no entity of the KG existed before: CREATE instead of MERGE
         self.on_written: Callable[[int], None] | None = None
         self.count = 0  # rows appended
         self._batch: list = []
@@ -443,7 +446,7 @@ class _EntityWrites:
         # Images are stored here, in the writer threads: reading and hashing them in parallel
         # with the other batches' Neo4j writes (hashlib releases the GIL).
         rows = [_entity_row(e, props, image, whole, self.stored) for e, props, image, whole in batch]
-        counts, written = self._store.write_entities(self._kg, rows, fresh=self.fresh)
+        counts, written = self._store.write_entities(self._kg, rows, fresh=self._fresh)
         with self.lock:
             self.nodes.update(written)
             self._summary.entities.record(counts)
@@ -476,7 +479,6 @@ def _write(store: GraphStore, kg: str, checked: _Validation, entities: _EntityWr
     if checked.entities is entities:  # a new KG's: written during pass 1
         entities.finish()
     else:
-        entities.fresh = not store.has_entities(kg)
         with Progress(f"writing {kg} entities", total=checked.entities.count, unit="entities", enabled=progress) as bar:
             entities.on_written = bar.advance
             for batch in _batches(checked.entities, ENTITY_BATCH):
